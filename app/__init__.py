@@ -1,0 +1,45 @@
+"""Chordline's Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from app.config import Settings
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from defaults, then the environment, then `overrides` (tests win)."""
+    from app.api import artifacts, health, jobs
+    from app.auth import KeyRing, init_correlation
+    from app.errors import register_error_handlers
+    from tasks.celery_app import celery_init_app
+    from tasks.services import Services
+
+    settings = Settings.from_env(overrides=overrides)
+    _configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    celery = celery_init_app(app, settings)
+    app.extensions["chordline"] = Services.build(settings, celery)
+    app.extensions["keyring"] = KeyRing(settings.api_keys)
+    if not settings.api_keys:
+        logging.getLogger(__name__).warning(
+            "CHORDLINE_API_KEYS is empty: every API request will be refused (401)")
+    register_error_handlers(app)
+    init_correlation(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(jobs.bp, url_prefix="/api/jobs")
+    app.register_blueprint(artifacts.bp, url_prefix="/api/artifacts")
+    return app
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")

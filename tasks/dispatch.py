@@ -1,0 +1,63 @@
+"""Publishing jobs to the broker, and the priority mapping the brokers disagree on."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from celery import Celery
+
+from tasks.lifecycle import Lifecycle
+from tasks.store import Job
+
+log = logging.getLogger(__name__)
+
+RUN_JOB = "chordline.run_job"
+PRIORITY_LEVELS = 10
+# Seconds between the soft time limit (the handler is interrupted and the job
+# fails cleanly) and the hard one (the process is killed).
+HARD_LIMIT_GRACE = 30
+
+
+def broker_priority(priority: int, *, broker_is_redis: bool) -> int:
+    """Map our 0-100 (higher is more urgent) onto Celery's 0-9.
+
+    Redis serves priority 0 first; RabbitMQ serves the highest number first.
+    """
+    level = round(priority * (PRIORITY_LEVELS - 1) / 100)
+    return (PRIORITY_LEVELS - 1 - level) if broker_is_redis else level
+
+
+@dataclass
+class Dispatcher:
+    """Sends a stored job to the workers as a `chordline.run_job` message."""
+
+    celery: Celery
+    lifecycle: Lifecycle
+    queue: str
+    broker_is_redis: bool
+
+    def publish(self, job: Job, countdown: float | None = None) -> None:
+        """Publish the job's message; raises if the broker cannot take it."""
+        self.celery.send_task(
+            RUN_JOB,
+            kwargs={"job_id": job.id},
+            task_id=job.id,
+            queue=self.queue,
+            priority=broker_priority(job["priority"], broker_is_redis=self.broker_is_redis),
+            headers={"x_correlation_id": job.get("correlation_id", "")},
+            countdown=countdown,
+            soft_time_limit=job["timeout"],
+            time_limit=job["timeout"] + HARD_LIMIT_GRACE,
+        )
+        self.lifecycle.published(job.id)
+
+    def republish(self, job: Job, countdown: float | None = None) -> bool:
+        """Publish a job the outbox covers; on failure the outbox retries later."""
+        try:
+            self.publish(job, countdown)
+        except Exception:
+            log.warning("republishing job %s failed; the outbox keeps it", job.id, exc_info=True)
+            self.lifecycle.delay_outbox(job.id)
+            return False
+        return True

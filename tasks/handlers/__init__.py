@@ -1,0 +1,1 @@
+"""Job handlers: one per job type, from a registry that plugins extend."""

@@ -1,0 +1,114 @@
+"""What a handler is, and what it gets to do its work."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from marshmallow import Schema
+from PIL import Image
+
+from tasks.artifacts import ArtifactStore, artifact_id_from_url
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that submissions are validated against (from Settings)."""
+
+    max_prompt_length: int = 2000
+    max_image_side: int = 2048
+    max_output_side: int = 8192
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a job needs from a worker: stored with the job for GPU routing."""
+
+    gpu_memory: int
+    model_type: str
+    capabilities: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"gpu_memory": self.gpu_memory, "model_type": self.model_type,
+                "capabilities": list(self.capabilities)}
+
+
+class JobError(Exception):
+    """A failure with a stable code; `retryable=False` fails the job at once."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class LeaseLost(Exception):
+    """Another run took this job over: stop without writing an outcome."""
+
+
+@dataclass
+class JobContext:
+    """The job as a handler sees it, plus the means to report and store."""
+
+    job_id: str
+    tenant: str
+    prompt: str
+    parameters: Mapping[str, Any]
+    attempt: int
+    correlation_id: str
+    artifacts: ArtifactStore
+    report: Callable[[int], None]
+    saved: list[dict[str, Any]] = field(default_factory=list)
+
+    def progress(self, percent: float) -> None:
+        """Report progress (0-100); raises LeaseLost if this run was superseded."""
+        self.report(max(0, min(100, int(percent))))
+
+    def input_image(self) -> Image.Image:
+        """The image named by `image_url`, which must be one of the tenant's artifacts."""
+        url = self.parameters.get("image_url")
+        artifact_id = artifact_id_from_url(url) if url else None
+        artifact = self.artifacts.get(artifact_id, self.tenant) if artifact_id else None
+        if artifact is None:
+            raise JobError("INPUT_NOT_FOUND", f"input image {url!r} was not found")
+        return self.artifacts.load(artifact)
+
+    def save(self, image: Image.Image) -> dict[str, Any]:
+        public = self.artifacts.save_image(image, self.tenant, self.job_id).public()
+        self.saved.append(public)
+        return public
+
+
+class Handler(ABC):
+    """One job type. Subclasses set `type` and `parameters` and implement `run`."""
+
+    type: ClassVar[str]
+    description: ClassVar[str] = ""
+    prompt_required: ClassVar[bool] = False
+    base_gpu_memory: ClassVar[int] = 4
+    model_type: ClassVar[str] = ""
+
+    @abstractmethod
+    def parameters(self, limits: Limits) -> Schema:
+        """The marshmallow schema that validates and fills in `parameters`."""
+
+    @abstractmethod
+    def run(self, ctx: JobContext) -> dict[str, Any]:
+        """Do the work; return the job's result (JSON-serialisable)."""
+
+    def requirements(self, params: Mapping[str, Any]) -> Requirements:
+        """The seed's analysis: base memory by type, more for quality and batches."""
+        memory = self.base_gpu_memory
+        if params.get("high_quality"):
+            memory += 4
+        batch = int(params.get("batch_size") or 1)
+        if batch > 1:
+            memory += (batch - 1) * 2
+        return Requirements(memory, self.model_type or self.type, [self.type])
+
+    def input_size(self, params: Mapping[str, Any], size: tuple[int, int]) -> tuple[int, int]:
+        """The output size for an input image of `size` (checked at submit time)."""
+        return size

@@ -1,0 +1,63 @@
+"""The handler registry: built-ins, test handlers, and plugins.
+
+A plugin is a module with `register(registry)`, found through the
+`chordline.handlers` entry-point group or named in CHORDLINE_HANDLER_MODULES.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from importlib.metadata import entry_points
+
+from marshmallow import Schema
+
+from tasks.handlers.base import Handler, Limits
+
+ENTRY_POINT_GROUP = "chordline.handlers"
+
+
+class UnknownJobType(KeyError):
+    pass
+
+
+class HandlerRegistry:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._handlers: dict[str, Handler] = {}
+        self._schemas: dict[str, Schema] = {}
+
+    def register(self, handler: Handler) -> None:
+        """Add a handler; a later registration of the same type replaces it (plugins win)."""
+        self._handlers[handler.type] = handler
+        self._schemas[handler.type] = handler.parameters(self.limits)
+
+    def get(self, job_type: str) -> Handler:
+        try:
+            return self._handlers[job_type]
+        except KeyError:
+            raise UnknownJobType(job_type) from None
+
+    def schema(self, job_type: str) -> Schema:
+        return self._schemas[job_type]
+
+    def types(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def __contains__(self, job_type: object) -> bool:
+        return job_type in self._handlers
+
+
+def build_registry(limits: Limits, *, test_handlers: bool,
+                   modules: Iterable[str] = ()) -> HandlerRegistry:
+    from tasks.handlers.images import BUILTIN
+    from tasks.handlers.testing import TEST_HANDLERS
+
+    registry = HandlerRegistry(limits)
+    for cls in BUILTIN + (TEST_HANDLERS if test_handlers else ()):
+        registry.register(cls())
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()(registry)
+    for name in modules:
+        importlib.import_module(name).register(registry)
+    return registry

@@ -1,0 +1,70 @@
+"""Redis key names: the one place that spells them.
+
+Lua scripts never build key names themselves: they receive them as KEYS, or read
+the per-job index prefixes that `create` stored in the job hash.
+"""
+
+from __future__ import annotations
+
+from tasks.statuses import JobStatus
+
+PREFIX = "chordline"
+ALL_TENANTS = "*"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def index_all(scope: str) -> str:
+    """Every job of a scope (a tenant, or `*` for all), scored by creation order."""
+    return f"{PREFIX}:idx:{scope}:all"
+
+
+INDEX_PATTERN = f"{PREFIX}:idx:*"
+PRUNE_LOCK = f"{PREFIX}:prune-lock"
+
+
+def status_index_prefix(scope: str) -> str:
+    return f"{PREFIX}:idx:{scope}:status:"
+
+
+def status_index(scope: str, status: JobStatus | str) -> str:
+    return status_index_prefix(scope) + str(status)
+
+
+def type_index(scope: str, job_type: str) -> str:
+    return f"{PREFIX}:idx:{scope}:type:{job_type}"
+
+
+def index_scopes(tenant: str) -> tuple[str, str]:
+    return (tenant, ALL_TENANTS)
+
+
+SEQUENCE = f"{PREFIX}:seq"
+# Jobs marked pending whose broker message is not yet known to be published,
+# scored by when the reaper should publish them again (ms).
+OUTBOX = f"{PREFIX}:outbox"
+# Running jobs scored by lease deadline (ms): the in-flight set the reaper scans.
+LEASES = f"{PREFIX}:leases"
+WORKERS = f"{PREFIX}:workers"
+
+
+def worker(hostname: str) -> str:
+    return f"{PREFIX}:worker:{hostname}"
+
+
+def worker_jobs(hostname: str) -> str:
+    return f"{PREFIX}:worker:{hostname}:jobs"
+
+
+def workflow(workflow_id: str) -> str:
+    return f"{PREFIX}:workflow:{workflow_id}"
+
+
+def artifact(artifact_id: str) -> str:
+    return f"{PREFIX}:artifact:{artifact_id}"
+
+
+def job_artifacts(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:artifacts"

@@ -1,0 +1,127 @@
+"""Worker-side job transitions: claim, heartbeat, finish, retry and recovery.
+
+The lease is what makes delivery safe on Redis: a claim takes a lease token, the
+executing process renews it, and every later write must present the token. A
+duplicate delivery (visibility timeout, a requeue after a lost worker, the
+outbox) finds the lease live and is dropped; a run whose lease was taken over
+can no longer write its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from tasks import keys
+from tasks.clock import iso, now_ms
+from tasks.scripts import Scripts
+from tasks.statuses import JobStatus
+from tasks.store import Job
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of a claim: `claimed` (with the job), or why not."""
+
+    outcome: str
+    status: str
+    job: Job | None = None
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    lease_seconds: float
+    max_deliveries: int
+    outbox_grace: float
+    retention: int
+
+
+class Lifecycle:
+    """The transitions a worker makes on the jobs it runs."""
+
+    def __init__(self, client: redis.Redis, policy: LeasePolicy) -> None:
+        self._redis = client
+        self._scripts = Scripts(client)
+        self.policy = policy
+
+    def lease_deadline(self) -> int:
+        return now_ms() + int(self.policy.lease_seconds * 1000)
+
+    def outbox_due(self, delay_s: float = 0.0) -> int:
+        return now_ms() + int((delay_s + self.policy.outbox_grace) * 1000)
+
+    def claim(self, job_id: str, token: str, worker_id: str, machine_id: str,
+              hard_deadline_ms: int) -> Claim:
+        """Take the job for this run, or say why it must not run."""
+        outcome, status, flat = self._scripts.claim(
+            keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES, keys.worker_jobs(worker_id)],
+            args=[token, now_ms(), self.lease_deadline(), worker_id, machine_id, iso(),
+                  self.policy.max_deliveries, hard_deadline_ms, self.policy.retention],
+        )
+        return Claim(outcome, status, Job.from_flat(flat) if flat else None)
+
+    def heartbeat(self, job_id: str, token: str, *, renew: bool = True,
+                  progress: int | None = None) -> bool:
+        """Renew the lease and/or record progress; False once the lease is lost."""
+        return bool(self._scripts.heartbeat(
+            keys=[keys.job(job_id), keys.LEASES],
+            args=[token, self.lease_deadline() if renew else "",
+                  "" if progress is None else progress, iso()],
+        ))
+
+    def complete(self, job_id: str, token: str, result: dict[str, Any]) -> str:
+        return self._finish(job_id, token, JobStatus.COMPLETED,
+                            {"result": json.dumps(result), "progress": 100})
+
+    def fail(self, job_id: str, token: str, code: str, message: str) -> str:
+        error = {"code": code, "message": message, "timestamp": iso()}
+        return self._finish(job_id, token, JobStatus.FAILED, {"error": json.dumps(error)})
+
+    def retry(self, job_id: str, token: str, code: str, message: str,
+              retry_count: int, countdown: float) -> str:
+        """Mark the job pending again; the outbox republishes it if our publish is lost."""
+        ts = iso()
+        fields = {"retry_count": retry_count, "updated_at": ts, "progress": 0,
+                  "last_error": json.dumps({"code": code, "message": message, "timestamp": ts})}
+        return self._transition(job_id, JobStatus.RUNNING, JobStatus.PENDING, fields,
+                                token=token, outbox_due=self.outbox_due(countdown))
+
+    def reap(self, job_id: str) -> str:
+        """Recover one running job whose lease expired (see lua/reap.lua)."""
+        return str(self._scripts.reap(
+            keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
+            args=[job_id, now_ms(), self.policy.max_deliveries, self.outbox_due(),
+                  iso(), self.policy.retention],
+        ))
+
+    def expired_leases(self, limit: int = 100) -> list[str]:
+        return list(self._redis.zrangebyscore(keys.LEASES, "-inf", now_ms(), 0, limit))
+
+    def due_outbox(self, limit: int = 100) -> list[str]:
+        return list(self._redis.zrangebyscore(keys.OUTBOX, "-inf", now_ms(), 0, limit))
+
+    def published(self, job_id: str) -> None:
+        """The broker has the job's message: the outbox no longer needs to cover it."""
+        self._redis.zrem(keys.OUTBOX, job_id)
+
+    def delay_outbox(self, job_id: str) -> None:
+        self._redis.zadd(keys.OUTBOX, {job_id: self.outbox_due()}, xx=True)
+
+    def _finish(self, job_id: str, token: str, status: JobStatus, fields: dict[str, Any]) -> str:
+        fields["updated_at"] = iso()
+        return self._transition(job_id, JobStatus.RUNNING, status, fields, token=token,
+                                terminal=True)
+
+    def _transition(self, job_id: str, current: JobStatus, new: JobStatus,
+                    fields: dict[str, Any], *, token: str, outbox_due: int | None = None,
+                    terminal: bool = False) -> str:
+        outcome, _status = self._scripts.transition(
+            keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
+            args=[current, new, json.dumps(fields), keys.ALL_TENANTS, token,
+                  "" if outbox_due is None else outbox_due, self.policy.retention,
+                  "1" if terminal else "0"],
+        )
+        return str(outcome)

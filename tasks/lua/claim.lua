@@ -1,0 +1,37 @@
+-- Take a delivered job for execution, unless it is finished, cancelled or
+-- running under a live lease elsewhere (a duplicate delivery).
+-- KEYS[1] job hash, KEYS[2] outbox, KEYS[3] leases, KEYS[4] this worker's in-flight set
+-- ARGV[1] lease token, ARGV[2] now (ms), ARGV[3] lease deadline (ms),
+-- ARGV[4] worker id, ARGV[5] machine id, ARGV[6] now (ISO), ARGV[7] max deliveries,
+-- ARGV[8] hard deadline (ms), ARGV[9] retention (s)
+-- Returns {outcome, status, job hash as a flat list}
+local job = KEYS[1]
+local status = redis.call('HGET', job, 'status')
+if not status then return {'missing', '', {}} end
+local id = redis.call('HGET', job, 'id')
+redis.call('ZREM', KEYS[2], id)
+if status == 'running' then
+  local deadline = redis.call('ZSCORE', KEYS[3], id)
+  if deadline and tonumber(deadline) > tonumber(ARGV[2]) then
+    return {'busy', status, {}}
+  end
+  -- The previous run's lease expired: its worker died or stalled.
+  release(job, KEYS[3])
+  local lost = redis.call('HINCRBY', job, 'lost', 1)
+  if lost >= tonumber(ARGV[7]) then
+    local msg = 'Job was delivered ' .. lost .. ' times and its worker was lost each time'
+    redis.call('HSET', job, 'error', error_json('WORKER_LOST', msg, ARGV[6]))
+    finish(job, 'failed', ARGV[6], ARGV[9])
+    return {'poisoned', 'failed', {}}
+  end
+elseif status ~= 'pending' then
+  return {'skip', status, {}}
+end
+set_status(job, 'running')
+redis.call('HINCRBY', job, 'attempts', 1)
+redis.call('HSET', job, 'lease_token', ARGV[1], 'worker_jobs_key', KEYS[4],
+  'worker_id', ARGV[4], 'machine_id', ARGV[5], 'started_at', ARGV[6],
+  'updated_at', ARGV[6], 'deadline_ms', ARGV[8], 'progress', 0)
+redis.call('ZADD', KEYS[3], ARGV[3], id)
+redis.call('SADD', KEYS[4], id)
+return {'claimed', 'running', redis.call('HGETALL', job)}

@@ -1,0 +1,19 @@
+-- Create a job record and its index entries in one step.
+-- KEYS[1] job hash, KEYS[2] sequence, KEYS[3] outbox, KEYS[4..] indexes to add to
+-- ARGV[1] job id, ARGV[2] fields (JSON), ARGV[3] status, ARGV[4] now (ms),
+-- ARGV[5] outbox due (ms, '' for none), ARGV[6] status index prefixes ('|'-joined)
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.error_reply('job exists')
+end
+local seq = redis.call('INCR', KEYS[2])
+local score = tonumber(ARGV[4]) * 1000 + (seq % 1000)
+hset_json(KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'seq', score, 'status_index_prefixes', ARGV[6])
+set_status(KEYS[1], ARGV[3])
+for i = 4, #KEYS do
+  redis.call('ZADD', KEYS[i], score, ARGV[1])
+end
+if ARGV[5] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+end
+return tostring(score)

@@ -1,0 +1,35 @@
+-- Move a job between statuses if it is in one of the allowed ones.
+-- KEYS[1] job hash, KEYS[2] outbox, KEYS[3] leases
+-- ARGV[1] allowed current statuses (','-joined), ARGV[2] new status,
+-- ARGV[3] fields to set (JSON), ARGV[4] tenant that may act ('*' for any),
+-- ARGV[5] lease token that must hold ('' for none), ARGV[6] outbox due (ms; '' removes),
+-- ARGV[7] retention in seconds once terminal (0 keeps), ARGV[8] '1' if terminal
+-- Returns {'ok'|'missing'|'conflict'|'lost', current status}
+local job = KEYS[1]
+local status = redis.call('HGET', job, 'status')
+if not status then return {'missing', ''} end
+local tenant = redis.call('HGET', job, 'tenant')
+if ARGV[4] ~= '*' and tenant ~= ARGV[4] then return {'missing', ''} end
+if ARGV[5] ~= '' and redis.call('HGET', job, 'lease_token') ~= ARGV[5] then
+  return {'lost', status}
+end
+local allowed = false
+for s in string.gmatch(ARGV[1], '[^,]+') do
+  if s == status then allowed = true end
+end
+if not allowed then return {'conflict', status} end
+local id = redis.call('HGET', job, 'id')
+if ARGV[5] ~= '' then release(job, KEYS[3]) end
+hset_json(job, ARGV[3])
+if ARGV[6] == '' then
+  redis.call('ZREM', KEYS[2], id)
+else
+  redis.call('ZADD', KEYS[2], ARGV[6], id)
+end
+if ARGV[8] == '1' then
+  local ts = cjson.decode(ARGV[3])['updated_at']
+  finish(job, ARGV[2], ts, ARGV[7])
+else
+  set_status(job, ARGV[2])
+end
+return {'ok', ARGV[2]}

@@ -1,0 +1,66 @@
+"""Recovery that no Celery signal can trigger: lost workers and lost publishes.
+
+A SIGKILLed worker fires no signal and, on Redis, its unacked messages return
+only after the visibility timeout. Every worker runs this reaper on a timer:
+jobs whose lease expired are queued again (or failed, once they have lost their
+worker `max_deliveries` times), and jobs left in the outbox are published again.
+Running it on many workers at once is safe: each step is one atomic script.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis
+
+from tasks import keys
+from tasks.clock import now_ms
+from tasks.dispatch import Dispatcher
+from tasks.lifecycle import Lifecycle
+from tasks.statuses import JobStatus
+from tasks.store import JobStore
+
+log = logging.getLogger(__name__)
+PRUNE_EVERY = 3600
+
+
+@dataclass
+class Reaper:
+    client: redis.Redis
+    store: JobStore
+    lifecycle: Lifecycle
+    dispatcher: Dispatcher
+    retention: int
+
+    def tick(self) -> dict[str, int]:
+        """One pass; returns how many jobs it requeued, failed and republished."""
+        counts = {"requeued": 0, "failed": 0, "republished": 0}
+        for job_id in self.lifecycle.expired_leases():
+            outcome = self.lifecycle.reap(job_id)
+            if outcome == "requeued":
+                counts["requeued"] += 1
+                self._publish(job_id)
+            elif outcome in ("timed_out", "poisoned"):
+                counts["failed"] += 1
+                log.error("job %s failed: %s", job_id, outcome)
+        for job_id in self.lifecycle.due_outbox():
+            counts["republished"] += self._publish(job_id)
+        self._prune()
+        return counts
+
+    def _publish(self, job_id: str) -> int:
+        job = self.store.get(job_id)
+        if job is None or job.status != JobStatus.PENDING:
+            self.lifecycle.published(job_id)
+            return 0
+        log.info("publishing job %s again", job_id)
+        return int(self.dispatcher.republish(job))
+
+    def _prune(self) -> None:
+        """Hourly, on one worker: drop index entries older than the job retention."""
+        if not self.client.set(keys.PRUNE_LOCK, "1", nx=True, ex=PRUNE_EVERY):
+            return
+        cutoff = (now_ms() - self.retention * 1000) * 1000
+        for index in self.client.scan_iter(match=keys.INDEX_PATTERN, count=500):
+            self.client.zremrangebyscore(index, "-inf", cutoff)

@@ -1,0 +1,108 @@
+"""The `chordline.run_job` task: claim the job, run its handler, record the outcome.
+
+The task records its own outcome in the job store (never through Celery
+errbacks), so a duplicate delivery, a lost worker or a chord edge case cannot
+leave the job's state wrong.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import uuid
+
+import redis
+from celery import Task, shared_task
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.utils.log import get_task_logger
+
+from tasks.clock import now_ms
+from tasks.dispatch import HARD_LIMIT_GRACE, RUN_JOB
+from tasks.handlers.base import JobContext, JobError, LeaseLost
+from tasks.lease import LeaseKeeper, ProgressReporter
+from tasks.services import Services, current_services
+from tasks.store import Job
+
+log = get_task_logger(__name__)
+correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
+MAX_BACKOFF = 300
+
+
+class CorrelationFilter(logging.Filter):
+    """Stamp log records with the correlation id of the job being run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.correlation_id = correlation_id.get()
+        return True
+
+
+def backoff(retry_count: int, base: float = 1.0) -> float:
+    """Exponential backoff for the n-th retry (0-based), capped at five minutes."""
+    return float(min(base * 2**retry_count, MAX_BACKOFF))
+
+
+@shared_task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True,
+             ignore_result=True)
+def run_job(self: Task, job_id: str) -> str:
+    """Run one job; the return value says what happened (for logs and Flower)."""
+    hard_limit = (self.request.timelimit or (None, None))[0] or HARD_LIMIT_GRACE
+    runner = JobRunner(current_services(), self.request.hostname or "worker")
+    try:
+        return runner.run(job_id, hard_deadline_ms=now_ms() + int(hard_limit * 1000))
+    except redis.ConnectionError as exc:
+        # Nothing was claimed: hand the message back rather than ack it away.
+        raise Reject(str(exc), requeue=True) from exc
+
+
+class JobRunner:
+    def __init__(self, services: Services, worker_id: str) -> None:
+        self._s = services
+        self._worker_id = worker_id
+
+    def run(self, job_id: str, hard_deadline_ms: int) -> str:
+        token = uuid.uuid4().hex
+        claim = self._s.lifecycle.claim(job_id, token, self._worker_id,
+                                        self._s.settings.machine_id, hard_deadline_ms)
+        if claim.job is None:
+            log.info("job %s not run: %s (%s)", job_id, claim.outcome, claim.status)
+            return claim.outcome
+        correlation_id.set(claim.job.get("correlation_id") or "-")
+        with LeaseKeeper(self._s.lifecycle, job_id, token) as keeper:
+            return self._execute(claim.job, token, keeper)
+
+    def _execute(self, job: Job, token: str, keeper: LeaseKeeper) -> str:
+        lifecycle = self._s.lifecycle
+        ctx = JobContext(
+            job_id=job.id, tenant=job["tenant"], prompt=job.get("prompt") or "",
+            parameters=job["parameters"], attempt=job["attempts"],
+            correlation_id=job.get("correlation_id", ""), artifacts=self._s.artifacts,
+            report=ProgressReporter(lifecycle, job.id, token, keeper),
+        )
+        try:
+            result = self._s.registry.get(job["type"]).run(ctx)
+        except LeaseLost:
+            log.warning("job %s was taken over by another run; outcome discarded", job.id)
+            return "lease_lost"
+        except SoftTimeLimitExceeded:
+            return lifecycle.fail(job.id, token, "JOB_TIMEOUT",
+                                  f"Job exceeded its time limit of {job['timeout']} s")
+        except JobError as exc:
+            if exc.retryable:
+                return self._retry_or_fail(job, token, exc.code, exc.message)
+            return lifecycle.fail(job.id, token, exc.code, exc.message)
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            return self._retry_or_fail(job, token, "HANDLER_ERROR", str(exc) or type(exc).__name__)
+        return lifecycle.complete(job.id, token, result)
+
+    def _retry_or_fail(self, job: Job, token: str, code: str, message: str) -> str:
+        retry_count = job["retry_count"]
+        if retry_count >= job["retries"]:
+            return self._s.lifecycle.fail(job.id, token, code, message)
+        countdown = backoff(retry_count)
+        outcome = self._s.lifecycle.retry(job.id, token, code, message, retry_count + 1,
+                                          countdown)
+        if outcome == "ok":
+            log.info("job %s retry %d in %.0f s", job.id, retry_count + 1, countdown)
+            self._s.dispatcher.republish(job, countdown)
+        return "retrying" if outcome == "ok" else outcome

@@ -1,0 +1,71 @@
+"""The plain objects that own Chordline's behaviour, wired once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from flask import current_app
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from app.config import Settings
+from tasks.artifacts import ArtifactStore
+from tasks.dispatch import Dispatcher
+from tasks.handlers.base import Limits
+from tasks.handlers.registry import HandlerRegistry, build_registry
+from tasks.lifecycle import LeasePolicy, Lifecycle
+from tasks.store import JobStore
+from tasks.submission import JobService
+
+
+def redis_client(settings: Settings, *, patient: bool = False) -> redis.Redis:
+    """A pooled client; the API's fails fast (503, not a hang), a worker's rides out a restart.
+
+    Only connection errors are retried: a timeout may come after a script ran.
+    """
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), PATIENT_RETRIES if patient else 1)
+    return redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=min(settings.redis_timeout, 2.0), health_check_interval=30,
+        retry=retry, retry_on_error=[redis.ConnectionError],
+    )
+
+# About 30 s of reconnect attempts: a Redis restart with AOF replay.
+PATIENT_RETRIES = 20
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    registry: HandlerRegistry
+    store: JobStore
+    lifecycle: Lifecycle
+    artifacts: ArtifactStore
+    dispatcher: Dispatcher
+    jobs: JobService
+
+    @classmethod
+    def build(cls, settings: Settings, celery: Celery) -> Services:
+        client = redis_client(settings)
+        limits = Limits(settings.max_prompt_length, settings.max_image_side,
+                        settings.max_output_side)
+        registry = build_registry(limits, test_handlers=settings.test_handlers,
+                                  modules=settings.handler_modules)
+        store = JobStore(client, settings.job_retention)
+        lifecycle = Lifecycle(redis_client(settings, patient=True), LeasePolicy(
+            settings.lease_seconds, settings.max_deliveries, settings.outbox_grace,
+            settings.job_retention))
+        artifacts = ArtifactStore(client, settings.artifact_dir, settings.job_retention,
+                                  settings.max_image_side)
+        dispatcher = Dispatcher(celery, lifecycle, settings.queue, settings.broker_is_redis)
+        jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, settings)
+        return cls(settings, client, registry, store, lifecycle, artifacts, dispatcher, jobs)
+
+
+def current_services() -> Services:
+    """The services of the current Flask app (also inside Celery tasks)."""
+    services: Services = current_app.extensions["chordline"]
+    return services

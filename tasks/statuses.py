@@ -1,0 +1,21 @@
+"""Job statuses: defined once, used by the API, the store, the Lua scripts and the tests."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    WAITING = "waiting"
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+CANCELLABLE = frozenset({JobStatus.PENDING, JobStatus.WAITING})
+# What the submit endpoint answers for a queued job (the seed's contract); the
+# stored status is `pending`.
+SUBMITTED = "submitted"

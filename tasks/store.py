@@ -1,0 +1,218 @@
+"""The job store: job records in Redis and the indexes that list and count them.
+
+A job is one hash (`keys.job`); every status change runs as one Lua script that
+updates the hash and the status indexes together, so listings, stats and status
+reads never disagree.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from tasks import keys
+from tasks.clock import iso, now_ms
+from tasks.scripts import Scripts
+from tasks.statuses import CANCELLABLE, JobStatus
+
+JSON_FIELDS = ("parameters", "requirements", "result", "error")
+INT_FIELDS = ("progress", "priority", "attempts", "lost", "retries", "retry_count", "timeout")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as stored; `fields` holds the decoded hash."""
+
+    fields: Mapping[str, Any]
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, str]) -> Job:
+        decoded: dict[str, Any] = dict(raw)
+        for name in JSON_FIELDS:
+            if name in decoded:
+                decoded[name] = json.loads(decoded[name])
+        for name in INT_FIELDS:
+            if name in decoded:
+                decoded[name] = int(decoded[name])
+        return cls(decoded)
+
+    @classmethod
+    def from_flat(cls, flat: list[str]) -> Job:
+        return cls.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+    @property
+    def id(self) -> str:
+        return str(self.fields["id"])
+
+    @property
+    def status(self) -> JobStatus:
+        return JobStatus(self.fields["status"])
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What a validated submission stores."""
+
+    tenant: str
+    type: str
+    prompt: str | None
+    parameters: Mapping[str, Any]
+    priority: int
+    requirements: Mapping[str, Any]
+    correlation_id: str
+    timeout: int
+    retries: int = 0
+    webhook_url: str | None = None
+    workflow_id: str | None = None
+    status: JobStatus = JobStatus.PENDING
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def to_fields(self, created_at: str) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "tenant": self.tenant, "type": self.type, "priority": self.priority,
+            "parameters": json.dumps(self.parameters), "progress": 0,
+            "requirements": json.dumps(self.requirements), "timeout": self.timeout,
+            "correlation_id": self.correlation_id, "retries": self.retries,
+            "retry_count": 0, "attempts": 0, "lost": 0,
+            "created_at": created_at, "updated_at": created_at,
+        }
+        optional = {"prompt": self.prompt, "webhook_url": self.webhook_url,
+                    "workflow_id": self.workflow_id}
+        fields.update({k: v for k, v in optional.items() if v is not None})
+        fields.update(self.extra)
+        return fields
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this store did not issue."""
+
+
+class JobStore:
+    """Job records: create, read, list, count and cancel."""
+
+    def __init__(self, client: redis.Redis, retention: int) -> None:
+        self._redis = client
+        self._scripts = Scripts(client)
+        self._retention = retention
+
+    def create(self, job_id: str, new: NewJob, outbox_due_ms: int | None) -> Job:
+        """Store a job and its index entries; `outbox_due_ms` marks it unpublished."""
+        now = now_ms()
+        fields = new.to_fields(iso(now))
+        scopes = keys.index_scopes(new.tenant)
+        indexes = [keys.index_all(s) for s in scopes]
+        indexes += [keys.type_index(s, new.type) for s in scopes]
+        self._scripts.create(
+            keys=[keys.job(job_id), keys.SEQUENCE, keys.OUTBOX, *indexes],
+            args=[job_id, json.dumps(fields), str(new.status), now,
+                  "" if outbox_due_ms is None else outbox_due_ms,
+                  "|".join(keys.status_index_prefix(s) for s in scopes)],
+        )
+        return Job.from_hash({**{k: str(v) for k, v in fields.items()},
+                              "id": job_id, "status": str(new.status)})
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job that never became visible (its publish failed)."""
+        job = self.get(job_id)
+        if job is None:
+            return
+        scopes = keys.index_scopes(job["tenant"])
+        pipe = self._redis.pipeline()
+        for scope in scopes:
+            pipe.zrem(keys.index_all(scope), job_id)
+            pipe.zrem(keys.type_index(scope, job["type"]), job_id)
+            pipe.zrem(keys.status_index(scope, job.status), job_id)
+        pipe.zrem(keys.OUTBOX, job_id)
+        pipe.delete(keys.job(job_id))
+        pipe.execute()
+
+    def get(self, job_id: str, tenant: str = keys.ALL_TENANTS) -> Job | None:
+        """The job, or None when it does not exist or belongs to another tenant."""
+        raw = self._redis.hgetall(keys.job(job_id))
+        if not raw or (tenant != keys.ALL_TENANTS and raw.get("tenant") != tenant):
+            return None
+        return Job.from_hash(raw)
+
+    def workflow_exists(self, workflow_id: str, tenant: str) -> bool:
+        owner = self._redis.hget(keys.workflow(workflow_id), "tenant")
+        return owner is not None and tenant in (keys.ALL_TENANTS, owner)
+
+    def page(self, tenant: str, *, status: str | None = None, job_type: str | None = None,
+             limit: int = 50, cursor: str | None = None) -> Page:
+        """Newest first; pass the returned cursor to continue."""
+        if status:
+            index = keys.status_index(tenant, status)
+        elif job_type:
+            index = keys.type_index(tenant, job_type)
+        else:
+            index = keys.index_all(tenant)
+        type_filter = job_type if (status and job_type) else ""
+        reply = self._scripts.page(
+            keys=[index],
+            args=[_decode_cursor(cursor) if cursor else "+inf", limit, type_filter,
+                  keys.job(""), max(limit * 20, 1000)],
+        )
+        next_score, *hashes = reply
+        return Page([Job.from_flat(h) for h in hashes],
+                    _encode_cursor(next_score) if next_score else None)
+
+    def stats(self, tenant: str, since_ms: int, job_types: Iterable[str]) -> dict[str, Any]:
+        """Counts of jobs created since `since_ms`, by status and by type, in one round trip."""
+        low = since_ms * 1000
+        statuses = list(JobStatus)
+        types = list(job_types)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcount(keys.index_all(tenant), low, "+inf")
+        for status in statuses:
+            pipe.zcount(keys.status_index(tenant, status), low, "+inf")
+        for job_type in types:
+            pipe.zcount(keys.type_index(tenant, job_type), low, "+inf")
+        total, *counts = pipe.execute()
+        by_status = dict(zip((str(s) for s in statuses), counts[: len(statuses)], strict=True))
+        by_type = dict(zip(types, counts[len(statuses):], strict=True))
+        return {"total": total, **by_status,
+                "by_type": {t: n for t, n in by_type.items() if n}}
+
+    def cancel(self, job_id: str, tenant: str, reason: str) -> tuple[str, str]:
+        """Cancel a pending or waiting job: ('ok'|'missing'|'conflict', status)."""
+        ts = iso()
+        fields = {"cancelled_at": ts, "cancel_reason": reason, "updated_at": ts,
+                  "error": json.dumps({"code": "JOB_CANCELLED", "message": reason,
+                                       "timestamp": ts})}
+        outcome, status = self._scripts.transition(
+            keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
+            args=[",".join(CANCELLABLE), JobStatus.CANCELLED, json.dumps(fields), tenant,
+                  "", "", self._retention, "1"],
+        )
+        return outcome, status
+
+
+def _encode_cursor(score: str) -> str:
+    return base64.urlsafe_b64encode(score.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        float(raw)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor("cursor is not one this API issued") from None
+    return raw

@@ -1,0 +1,138 @@
+"""Job submission and cancellation: validation that needs the registry and the store.
+
+A job is either stored and published, or not stored at all: when the publish
+fails the record is removed before the caller hears of it, and a crash between
+the two is covered by the outbox (the reaper publishes it again).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import ValidationError
+
+from app.config import Settings
+from tasks.artifacts import ArtifactStore, artifact_id_from_url
+from tasks.dispatch import Dispatcher
+from tasks.handlers.base import Handler
+from tasks.handlers.registry import HandlerRegistry
+from tasks.lifecycle import Lifecycle
+from tasks.store import Job, JobStore, NewJob
+
+
+class InvalidJob(ValueError):
+    """The request is well-formed but names something we cannot run."""
+
+    def __init__(self, errors: Mapping[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = dict(errors)
+
+
+class NotFound(LookupError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker refused the job's message; nothing was stored."""
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    cancelled: bool
+    status: str
+
+
+@dataclass
+class JobService:
+    store: JobStore
+    registry: HandlerRegistry
+    artifacts: ArtifactStore
+    dispatcher: Dispatcher
+    lifecycle: Lifecycle
+    settings: Settings
+
+    def submit(self, tenant: str, request: Mapping[str, Any], correlation_id: str) -> Job:
+        """Validate against the handler, store the job, publish it."""
+        handler, parameters = self._validate(tenant, request)
+        new = NewJob(
+            tenant=tenant, type=handler.type, prompt=request.get("prompt"),
+            parameters=parameters, priority=request["priority"],
+            requirements=handler.requirements(parameters).as_dict(),
+            correlation_id=correlation_id,
+            timeout=request.get("timeout_seconds") or self.settings.job_timeout,
+            retries=request["retries"], webhook_url=request.get("webhook_url"),
+            workflow_id=request.get("workflow_id"),
+        )
+        job_id = str(uuid.uuid4())
+        job = self.store.create(job_id, new, outbox_due_ms=self.lifecycle.outbox_due())
+        try:
+            self.dispatcher.publish(job)
+        except Exception as exc:
+            self.store.delete(job_id)
+            raise BrokerUnavailable(str(exc)) from exc
+        return job
+
+    def cancel(self, job_id: str, tenant: str, reason: str) -> CancelResult:
+        outcome, status = self.store.cancel(job_id, tenant, reason)
+        if outcome == "missing":
+            raise NotFound("JOB_NOT_FOUND", f"Job with ID {job_id} not found")
+        return CancelResult(outcome == "ok", str(status))
+
+    def _validate(self, tenant: str, request: Mapping[str, Any]) -> tuple[Handler, dict[str, Any]]:
+        job_type = request["type"]
+        if job_type not in self.registry:
+            raise InvalidJob({"type": [f"Unsupported job type: {job_type}"]})
+        handler = self.registry.get(job_type)
+        errors: dict[str, list[str]] = {}
+        if handler.prompt_required and not (request.get("prompt") or "").strip():
+            errors["prompt"] = [f"Prompt is required for {job_type} jobs"]
+        try:
+            parameters = self.registry.schema(job_type).load(request.get("parameters") or {})
+        except ValidationError as exc:
+            errors.update(_prefixed("parameters", exc.normalized_messages()))
+            parameters = {}
+        if not errors:
+            errors.update(self._check_input(tenant, handler, parameters))
+        if errors:
+            raise InvalidJob(errors)
+        if request.get("workflow_id") and not self.store.workflow_exists(
+                request["workflow_id"], tenant):
+            raise NotFound("WORKFLOW_NOT_FOUND",
+                           f"Workflow with ID {request['workflow_id']} not found")
+        return handler, parameters
+
+    def _check_input(self, tenant: str, handler: Handler,
+                     parameters: dict[str, Any]) -> dict[str, list[str]]:
+        """The input image must be the tenant's, and the output must fit the limits."""
+        url = parameters.get("image_url")
+        if not url:
+            return {}
+        artifact_id = artifact_id_from_url(url) or ""
+        artifact = self.artifacts.get(artifact_id, tenant)
+        if artifact is None:
+            return {"parameters.image_url": [f"artifact {artifact_id} was not found"]}
+        parameters["image_url"] = artifact.url
+        width, height = handler.input_size(parameters, (artifact.width, artifact.height))
+        limit = self.settings.max_output_side
+        if max(width, height) > limit:
+            return {"parameters": [
+                f"the output would be {width}x{height}; sides must be at most {limit} pixels"]}
+        return {}
+
+
+def _prefixed(prefix: str, messages: Any) -> dict[str, list[str]]:
+    """Flatten marshmallow's nested messages into {'parameters.width': [...]}."""
+    if isinstance(messages, list):
+        return {prefix: [str(m) for m in messages]}
+    flat: dict[str, list[str]] = {}
+    for name, value in messages.items():
+        key = prefix if name == "_schema" else f"{prefix}.{name}"
+        flat.update(_prefixed(key, value))
+    return flat
+

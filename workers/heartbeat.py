@@ -1,0 +1,77 @@
+"""The worker's heartbeat: liveness in Redis, and the reaper on the same timer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import redis
+
+from tasks import keys
+from tasks.clock import iso, now_ms
+from tasks.reaper import Reaper
+from tasks.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class WorkerHeartbeat:
+    """Every `heartbeat_interval`: refresh this worker's record, then run the reaper."""
+
+    def __init__(self, services: Services, hostname: str, concurrency: int) -> None:
+        self._s = services
+        self._hostname = hostname
+        self._info = {"hostname": hostname, "machine_id": services.settings.machine_id,
+                      "pid": str(os.getpid()), "concurrency": str(concurrency),
+                      "started_at": iso(), "queues": services.settings.queue}
+        self._reaper = Reaper(services.redis, services.store, services.lifecycle,
+                              services.dispatcher, services.settings.job_retention)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chordline-heartbeat",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop beating and say goodbye, so the dashboard shows the worker offline at once."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            pipe = self._s.redis.pipeline()
+            pipe.delete(keys.worker(self._hostname))
+            pipe.zrem(keys.WORKERS, self._hostname)
+            pipe.execute()
+        except redis.RedisError:
+            log.warning("could not remove worker %s from Redis", self._hostname)
+
+    def beat(self) -> None:
+        ttl = max(1, round(self._s.settings.heartbeat_interval * 3))
+        pipe = self._s.redis.pipeline()
+        pipe.hset(keys.worker(self._hostname), mapping={**self._info, "last_seen": iso()})
+        pipe.expire(keys.worker(self._hostname), ttl)
+        pipe.zadd(keys.WORKERS, {self._hostname: now_ms()})
+        pipe.execute()
+
+    def _loop(self) -> None:
+        interval = min(self._s.settings.heartbeat_interval, self._s.settings.reaper_interval)
+        while True:
+            for step in (self.beat, self._reaper.tick):
+                try:
+                    step()
+                except Exception:
+                    log.warning("worker heartbeat step failed", exc_info=True)
+            if self._stop.wait(interval):
+                return
+
+
+def describe(services: Services) -> list[dict[str, Any]]:
+    """The workers whose heartbeat is live."""
+    client = services.redis
+    names = client.zrange(keys.WORKERS, 0, -1)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(keys.worker(name))
+    return [info for info in pipe.execute() if info]
