@@ -50,7 +50,9 @@ class WorkerHeartbeat:
     def beat(self) -> None:
         ttl = max(1, round(self._s.settings.heartbeat_interval * 3))
         pipe = self._s.redis.pipeline()
-        pipe.hset(keys.worker(self._hostname), mapping={**self._info, "last_seen": iso()})
+        record: dict[str | bytes, bytes | float | int | str] = dict(self._info)
+        record["last_seen"] = iso()
+        pipe.hset(keys.worker(self._hostname), mapping=record)
         pipe.expire(keys.worker(self._hostname), ttl)
         pipe.zadd(keys.WORKERS, {self._hostname: now_ms()})
         pipe.execute()
