@@ -23,9 +23,10 @@ class WorkerHeartbeat:
     def __init__(self, services: Services, hostname: str, concurrency: int) -> None:
         self._s = services
         self._hostname = hostname
-        self._info = {"hostname": hostname, "machine_id": services.settings.machine_id,
-                      "pid": str(os.getpid()), "concurrency": str(concurrency),
-                      "started_at": iso(), "queues": services.settings.queue}
+        self._info: dict[str | bytes, bytes | float | int | str] = {
+            "hostname": hostname, "machine_id": services.settings.machine_id,
+            "pid": os.getpid(), "concurrency": concurrency, "started_at": iso(),
+            "queues": services.settings.queue}
         self._reaper = Reaper(services.redis, services.store, services.lifecycle,
                               services.dispatcher, services.settings.job_retention)
         self._stop = threading.Event()
@@ -50,7 +51,7 @@ class WorkerHeartbeat:
     def beat(self) -> None:
         ttl = max(1, round(self._s.settings.heartbeat_interval * 3))
         pipe = self._s.redis.pipeline()
-        record: dict[str | bytes, bytes | float | int | str] = dict(self._info)
+        record = dict(self._info)
         record["last_seen"] = iso()
         pipe.hset(keys.worker(self._hostname), mapping=record)
         pipe.expire(keys.worker(self._hostname), ttl)
