@@ -77,8 +77,6 @@ def register_error_handlers(app: Flask) -> None:
         code, message = HTTP_CODES.get(status, ("HTTP_ERROR", exc.name))
         if status == 404:
             message = f"Endpoint {request.method} {request.path} not found"
-        elif status == 400 and "JSON" in (exc.description or ""):
-            code, message = "INVALID_JSON", "The request body is not valid JSON"
         return error_response(status, code, message)
 
     @app.errorhandler(redis.RedisError)

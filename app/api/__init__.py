@@ -28,7 +28,9 @@ def json_body(schema: Schema, code: str, what: str, *, optional: bool = False) -
     if optional and not request.get_data():
         body: Any = {}
     else:
-        body = request.get_json(force=True)
+        body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise ApiError(400, "INVALID_JSON", "The request body is not valid JSON")
     if not isinstance(body, dict):
         raise ApiError(400, code, f"{what} validation failed: the body must be a JSON object")
     try:

@@ -1,0 +1,77 @@
+"""Session fixtures: one real Redis, one real worker, the app on a real socket."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from app import create_app
+from app.config import Settings
+from app.embedded_redis import RedisServer
+from tasks.services import Services
+from tests.support import Api, LiveServer, WorkerProcess, settings_env
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis started for this session on a free port (never the shared 6379)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return settings_env(redis_server.url, tmp_path_factory.mktemp("artifacts"))
+
+
+def overrides_from_env(env: dict[str, str]) -> dict[str, Any]:
+    """The same settings as the worker's environment, as create_app overrides."""
+    return Settings.from_env(environ=env).__dict__
+
+
+@pytest.fixture(scope="session")
+def app(stack_env: dict[str, str]) -> Flask:
+    return create_app(overrides_from_env(stack_env))
+
+
+@pytest.fixture(scope="session")
+def services(app: Flask) -> Services:
+    services: Services = app.extensions["chordline"]
+    return services
+
+
+@pytest.fixture(scope="session")
+def worker(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """A real Celery worker subprocess (prefork), shared by the session."""
+    process = WorkerProcess(stack_env, tmp_path_factory.mktemp("logs") / "worker.log",
+                            concurrency=4).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server(app: Flask) -> Iterator[LiveServer]:
+    server = LiveServer(app).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def api(live_server: LiveServer, worker: WorkerProcess) -> Api:
+    """Tenant A's client, with a worker running behind the API."""
+    return Api(live_server.url, "key-tenant-a")
+
+
+@pytest.fixture
+def api_b(live_server: LiveServer) -> Api:
+    return Api(live_server.url, "key-tenant-b")
+
+
+@pytest.fixture
+def anonymous(live_server: LiveServer) -> Api:
+    return Api(live_server.url, None)

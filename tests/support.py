@@ -1,0 +1,147 @@
+"""Real processes for the tests: a worker subprocess, an HTTP server, an API client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from tasks import keys
+
+ROOT = Path(__file__).resolve().parent.parent
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
+              message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def settings_env(redis_url: str, artifact_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment a test stack shares: short leases so recovery is quick to see."""
+    return {
+        "REDIS_URL": redis_url,
+        "CHORDLINE_API_KEYS": "key-tenant-a=tenant-a,key-tenant-b=tenant-b,"
+                              "key-stats-only=stats,key-operator=*",
+        "CHORDLINE_TEST_HANDLERS": "1",
+        "CHORDLINE_ARTIFACT_DIR": str(artifact_dir),
+        "CHORDLINE_LEASE_SECONDS": "3",
+        "CHORDLINE_REAPER_INTERVAL": "0.5",
+        "CHORDLINE_HEARTBEAT_INTERVAL": "0.5",
+        "CHORDLINE_OUTBOX_GRACE_SECONDS": "2",
+        "CHORDLINE_LOG_LEVEL": "INFO",
+        "CHORDLINE_MAX_OUTPUT_SIDE": "4096",
+        **extra,
+    }
+
+
+class WorkerProcess:
+    """`celery -A workers.bootstrap worker` as the Procfile runs it, in its own process group."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, concurrency: int = 2,
+                 name: str | None = None) -> None:
+        self.hostname = f"{name or 'test'}-{uuid.uuid4().hex[:6]}@localhost"
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.bootstrap", "worker",
+             "--pool=prefork", f"--concurrency={self.concurrency}", "--events",
+             "--without-mingle", "--without-gossip", "--loglevel=INFO",
+             f"--hostname={self.hostname}"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        client = redis.Redis.from_url(self.env["REDIS_URL"], decode_responses=True)
+        wait_for(lambda: client.exists(keys.worker(self.hostname)) or self._died(),
+                 timeout, message=f"worker {self.hostname} heartbeat")
+        if self._died():
+            raise RuntimeError(f"worker exited; see {self.log_path}")
+        return self
+
+    def _died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children): no signal fires."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+class LiveServer:
+    """The Flask app on a real socket (werkzeug's threaded server)."""
+
+    def __init__(self, app: Flask) -> None:
+        self._server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+
+class Api:
+    """A thin HTTP client for one API key."""
+
+    def __init__(self, base_url: str, key: str | None) -> None:
+        self.base_url = base_url
+        self.session = requests.Session()
+        if key:
+            self.session.headers["x-api-key"] = key
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 15)
+        return self.session.request(method, self.base_url + path, **kwargs)
+
+    def submit(self, body: Mapping[str, Any], **kwargs: Any) -> requests.Response:
+        return self.request("POST", "/api/jobs/submit", json=body, **kwargs)
+
+    def submit_ok(self, body: Mapping[str, Any]) -> str:
+        response = self.submit(body)
+        assert response.status_code == 200, response.text
+        return str(response.json()["job_id"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.request("GET", f"/api/jobs/{job_id}/status")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()["job"]
+        return job
+
+    def wait(self, job_id: str, statuses: set[str] = TERMINAL, timeout: float = 30) -> dict[str, Any]:
+        return wait_for(lambda: (j := self.job(job_id))["status"] in statuses and j,
+                        timeout, interval=0.1, message=f"job {job_id} to reach {statuses}")
