@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint clean
 
 install: $(STAMP)
 
@@ -23,9 +23,6 @@ test: install lint
 lint: install
 	$(BIN)/ruff check app tasks workers tests
 	$(BIN)/mypy
-
-bench: install
-	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="session")
-def stack_env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def stack_env(redis_server: RedisServer,
+              tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return settings_env(redis_server.url, tmp_path_factory.mktemp("artifacts"))
 
 
@@ -46,7 +46,8 @@ def services(app: Flask) -> Services:
 
 
 @pytest.fixture(scope="session")
-def worker(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+def worker(stack_env: dict[str, str],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     """A real Celery worker subprocess (prefork), shared by the session."""
     process = WorkerProcess(stack_env, tmp_path_factory.mktemp("logs") / "worker.log",
                             concurrency=4).start()

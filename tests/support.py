@@ -142,6 +142,7 @@ class Api:
         job: dict[str, Any] = response.json()["job"]
         return job
 
-    def wait(self, job_id: str, statuses: set[str] = TERMINAL, timeout: float = 30) -> dict[str, Any]:
+    def wait(self, job_id: str, statuses: set[str] = TERMINAL,
+             timeout: float = 30) -> dict[str, Any]:
         return wait_for(lambda: (j := self.job(job_id))["status"] in statuses and j,
                         timeout, interval=0.1, message=f"job {job_id} to reach {statuses}")

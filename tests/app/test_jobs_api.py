@@ -8,7 +8,7 @@ import re
 import pytest
 from PIL import Image
 
-from tests.support import Api
+from tests.support import Api, wait_for
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -193,7 +193,6 @@ def test_progress_is_reported_while_a_job_runs(api: Api) -> None:
     job_id = api.submit_ok({"type": "sleep", "parameters": {"seconds": 2}})
     running = api.wait(job_id, {"running"}, timeout=10)
     assert running["started_at"]
-    from tests.support import wait_for
     wait_for(lambda: 0 < api.job(job_id)["progress"] < 100, 5, message="partial progress")
     assert api.wait(job_id)["progress"] == 100
 

@@ -39,10 +39,8 @@ def test_a_cancelled_job_is_never_run_even_if_its_message_arrives(
     job = parked.jobs.submit("tenant-a", {"type": "echo", "priority": 50, "retries": 0}, "cid")
     api.request("POST", f"/api/jobs/{job.id}/cancel")
     services.dispatcher.publish(job)  # the message reaches the real worker after all
-    from tests.support import wait_for
-    wait_for(lambda: services.redis.zscore("chordline:outbox", job.id) is None, 5)
-    import time
-    time.sleep(1)
+    marker = api.submit_ok({"type": "echo", "priority": 0})  # queued behind it
+    api.wait(marker)
     assert api.job(job.id)["status"] == "cancelled" and api.job(job.id)["attempts"] == 0
 
 
@@ -77,9 +75,9 @@ def test_stats_count_the_tenants_jobs_by_status_and_type(live_server: object, ap
 def test_a_bad_timeframe_is_a_400(api: Api) -> None:
     response = api.request("GET", "/api/jobs/stats?timeframe=year")
     assert response.status_code == 400
-    assert response.json()["error"] == {"code": "INVALID_TIMEFRAME",
-                                        "message": "Timeframe must be hour, day, or week",
-                                        "details": {"timeframe": ["Must be one of: hour, day, week."]}}
+    error = response.json()["error"]
+    assert (error["code"], error["message"]) == ("INVALID_TIMEFRAME",
+                                                 "Timeframe must be hour, day, or week")
 
 
 def test_listing_pages_newest_first_with_filters(api: Api, live_server: object) -> None:
@@ -90,8 +88,8 @@ def test_listing_pages_newest_first_with_filters(api: Api, live_server: object) 
         lister.wait(job_id)
     seen, cursor = [], None
     while True:
-        page = lister.request("GET", "/api/jobs", params={"type": "echo", "limit": 2,
-                                                          **({"cursor": cursor} if cursor else {})}).json()
+        params = {"type": "echo", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = lister.request("GET", "/api/jobs", params=params).json()
         seen += [j["id"] for j in page["jobs"]]
         cursor = page["next_cursor"]
         if not cursor:
