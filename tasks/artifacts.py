@@ -13,7 +13,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from PIL import Image, UnidentifiedImageError
@@ -102,7 +102,7 @@ class ArtifactStore:
     def get(self, artifact_id: str, tenant: str = keys.ALL_TENANTS) -> Artifact | None:
         if not ARTIFACT_ID.match(artifact_id):
             return None
-        raw = self._redis.hgetall(keys.artifact(artifact_id))
+        raw = cast(dict[str, str], self._redis.hgetall(keys.artifact(artifact_id)))
         if not raw or (tenant != keys.ALL_TENANTS and raw["tenant"] != tenant):
             return None
         return Artifact(artifact_id, raw["tenant"], raw["job_id"], raw["path"],

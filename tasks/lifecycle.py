@@ -98,10 +98,10 @@ class Lifecycle:
         ))
 
     def expired_leases(self, limit: int = 100) -> list[str]:
-        return list(self._redis.zrangebyscore(keys.LEASES, "-inf", now_ms(), 0, limit))
+        return [str(j) for j in self._redis.zrangebyscore(keys.LEASES, "-inf", now_ms(), 0, limit)]
 
     def due_outbox(self, limit: int = 100) -> list[str]:
-        return list(self._redis.zrangebyscore(keys.OUTBOX, "-inf", now_ms(), 0, limit))
+        return [str(j) for j in self._redis.zrangebyscore(keys.OUTBOX, "-inf", now_ms(), 0, limit)]
 
     def published(self, job_id: str) -> None:
         """The broker has the job's message: the outbox no longer needs to cover it."""

@@ -12,7 +12,7 @@ import binascii
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -146,7 +146,7 @@ class JobStore:
 
     def get(self, job_id: str, tenant: str = keys.ALL_TENANTS) -> Job | None:
         """The job, or None when it does not exist or belongs to another tenant."""
-        raw = self._redis.hgetall(keys.job(job_id))
+        raw = cast(dict[str, str], self._redis.hgetall(keys.job(job_id)))
         if not raw or (tenant != keys.ALL_TENANTS and raw.get("tenant") != tenant):
             return None
         return Job.from_hash(raw)

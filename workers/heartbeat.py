@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import redis
 
@@ -23,7 +24,7 @@ class WorkerHeartbeat:
     def __init__(self, services: Services, hostname: str, concurrency: int) -> None:
         self._s = services
         self._hostname = hostname
-        self._info: dict[str | bytes, bytes | float | int | str] = {
+        self._info: dict[str, str | int] = {
             "hostname": hostname, "machine_id": services.settings.machine_id,
             "pid": os.getpid(), "concurrency": concurrency, "started_at": iso(),
             "queues": services.settings.queue}
@@ -51,9 +52,8 @@ class WorkerHeartbeat:
     def beat(self) -> None:
         ttl = max(1, round(self._s.settings.heartbeat_interval * 3))
         pipe = self._s.redis.pipeline()
-        record = dict(self._info)
-        record["last_seen"] = iso()
-        pipe.hset(keys.worker(self._hostname), mapping=record)
+        record: dict[str, str | int] = {**self._info, "last_seen": iso()}
+        pipe.hset(keys.worker(self._hostname), mapping=cast(Mapping[Any, Any], record))
         pipe.expire(keys.worker(self._hostname), ttl)
         pipe.zadd(keys.WORKERS, {self._hostname: now_ms()})
         pipe.execute()
@@ -73,7 +73,7 @@ class WorkerHeartbeat:
 def describe(services: Services) -> list[dict[str, Any]]:
     """The workers whose heartbeat is live."""
     client = services.redis
-    names = client.zrange(keys.WORKERS, 0, -1)
+    names = [str(n) for n in client.zrange(keys.WORKERS, 0, -1)]
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.hgetall(keys.worker(name))
