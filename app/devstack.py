@@ -120,7 +120,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main() -> int:
     stack = Stack()
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Explicitly: a shell that starts us in the background leaves SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         env = stack.environment()
         stack.start(env)
