@@ -10,7 +10,6 @@ from collections.abc import Mapping
 
 from flask import Flask, Response, g, request
 
-from app.config import OPERATOR_TENANT
 from app.errors import ApiError
 
 CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -47,10 +46,6 @@ def authenticate(keyring: KeyRing, key: str | None) -> str:
 def current_tenant() -> str:
     tenant: str = g.tenant
     return tenant
-
-
-def is_operator(tenant: str) -> bool:
-    return tenant == OPERATOR_TENANT
 
 
 def init_correlation(app: Flask) -> None:

@@ -18,10 +18,10 @@ import requests
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from tasks import keys
+from tasks import keys, statuses
 
 ROOT = Path(__file__).resolve().parent.parent
-TERMINAL = {"completed", "failed", "cancelled"}
+TERMINAL = {str(status) for status in statuses.TERMINAL}
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,

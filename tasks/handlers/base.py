@@ -86,7 +86,6 @@ class Handler(ABC):
     """One job type. Subclasses set `type` and `parameters` and implement `run`."""
 
     type: ClassVar[str]
-    description: ClassVar[str] = ""
     prompt_required: ClassVar[bool] = False
     base_gpu_memory: ClassVar[int] = 4
     model_type: ClassVar[str] = ""

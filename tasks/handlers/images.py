@@ -59,8 +59,9 @@ class MultipleOf8(Schema):
 
 
 class TextToImage(Handler):
+    """Paint an image from a prompt and a seed."""
+
     type = "text-to-image"
-    description = "Paint an image from a prompt and a seed."
     prompt_required = True
     base_gpu_memory = 8
     model_type = "stable-diffusion"
@@ -87,8 +88,9 @@ class TextToImage(Handler):
 
 
 class ImageToImage(Handler):
+    """Repaint an input image towards a prompt; `strength` sets how far."""
+
     type = "image-to-image"
-    description = "Repaint an input image towards a prompt; `strength` sets how far."
 
     def parameters(self, limits: Limits) -> Schema:
         return MultipleOf8.from_dict({
@@ -108,8 +110,9 @@ class ImageToImage(Handler):
 
 
 class ControlNet(Handler):
+    """Paint a prompt guided by the structure (edges or depth) of a control image."""
+
     type = "controlnet"
-    description = "Paint a prompt guided by the structure (edges or depth) of a control image."
     base_gpu_memory = 16
 
     def parameters(self, limits: Limits) -> Schema:
@@ -142,8 +145,9 @@ class ControlNet(Handler):
 
 
 class Upscale(Handler):
+    """Enlarge an image by `scale_factor` with a Lanczos filter."""
+
     type = "upscale"
-    description = "Enlarge an image by `scale_factor` with a Lanczos filter."
     base_gpu_memory = 12
     model_type = "upscaler"
 

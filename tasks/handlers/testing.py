@@ -13,8 +13,9 @@ from tasks.handlers.base import Handler, JobContext, Limits
 
 
 class Echo(Handler):
+    """Return `value` as the result."""
+
     type = "echo"
-    description = "Return `value` as the result."
 
     def parameters(self, limits: Limits) -> Schema:
         return Schema.from_dict({"value": fields.Raw(load_default=None, allow_none=True)},
@@ -25,8 +26,9 @@ class Echo(Handler):
 
 
 class Sleep(Handler):
+    """Sleep `seconds`, reporting progress as it goes."""
+
     type = "sleep"
-    description = "Sleep `seconds`, reporting progress as it goes."
 
     def parameters(self, limits: Limits) -> Schema:
         return Schema.from_dict(
@@ -43,8 +45,9 @@ class Sleep(Handler):
 
 
 class Fail(Handler):
+    """Fail with `message`; with `kill_worker` the executing process dies instead."""
+
     type = "fail"
-    description = "Fail with `message`; with `kill_worker` the executing process dies instead."
 
     def parameters(self, limits: Limits) -> Schema:
         return Schema.from_dict({
@@ -60,8 +63,9 @@ class Fail(Handler):
 
 
 class Flaky(Handler):
+    """Fail the first `fail_times` attempts, then succeed."""
+
     type = "flaky"
-    description = "Fail the first `fail_times` attempts, then succeed."
 
     def parameters(self, limits: Limits) -> Schema:
         return Schema.from_dict(
