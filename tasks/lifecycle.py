@@ -98,10 +98,14 @@ class Lifecycle:
         ))
 
     def expired_leases(self, limit: int = 100) -> list[str]:
-        return [str(j) for j in self._redis.zrangebyscore(keys.LEASES, "-inf", now_ms(), 0, limit)]
+        return self._due(keys.LEASES, limit)
 
     def due_outbox(self, limit: int = 100) -> list[str]:
-        return [str(j) for j in self._redis.zrangebyscore(keys.OUTBOX, "-inf", now_ms(), 0, limit)]
+        return self._due(keys.OUTBOX, limit)
+
+    def _due(self, deadlines: str, limit: int) -> list[str]:
+        """Members of a deadline-scored set whose deadline has passed."""
+        return [str(j) for j in self._redis.zrangebyscore(deadlines, "-inf", now_ms(), 0, limit)]
 
     def published(self, job_id: str) -> None:
         """The broker has the job's message: the outbox no longer needs to cover it."""

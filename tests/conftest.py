@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from flask import Flask
 
 from app import create_app
-from app.config import Settings
 from app.embedded_redis import RedisServer
 from tasks.services import Services
-from tests.support import Api, LiveServer, WorkerProcess, settings_env
+from tests.support import Api, LiveServer, WorkerProcess, overrides_from_env, settings_env
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +25,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def stack_env(redis_server: RedisServer,
               tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return settings_env(redis_server.url, tmp_path_factory.mktemp("artifacts"))
-
-
-def overrides_from_env(env: dict[str, str]) -> dict[str, Any]:
-    """The same settings as the worker's environment, as create_app overrides."""
-    return Settings.from_env(environ=env).__dict__
 
 
 @pytest.fixture(scope="session")

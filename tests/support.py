@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import requests
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from app.config import Settings
 from tasks import keys, statuses
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +35,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def overrides_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """The same settings as a worker's environment, as create_app overrides."""
+    return dict(Settings.from_env(environ=env).__dict__)
+
+
+_databases = itertools.count(1)
+
+
+def fresh_database(server_url: str) -> str:
+    """A Redis database of the session server that no other test uses (1-15)."""
+    number = next(_databases)
+    assert number < 16, "the session Redis has 16 databases"
+    return f"{server_url.rsplit('/', 1)[0]}/{number}"
 
 
 def settings_env(redis_url: str, artifact_dir: Path, **extra: str) -> dict[str, str]:

@@ -50,12 +50,14 @@ class WorkerHeartbeat:
             log.warning("could not remove worker %s from Redis", self._hostname)
 
     def beat(self) -> None:
-        ttl = max(1, round(self._s.settings.heartbeat_interval * 3))
+        ttl = liveness_ttl(self._s)
         pipe = self._s.redis.pipeline()
         record: dict[str, str | int] = {**self._info, "last_seen": iso()}
         pipe.hset(keys.worker(self._hostname), mapping=cast(Mapping[Any, Any], record))
         pipe.expire(keys.worker(self._hostname), ttl)
         pipe.zadd(keys.WORKERS, {self._hostname: now_ms()})
+        # Workers that died without a goodbye (SIGKILL) leave the set here.
+        pipe.zremrangebyscore(keys.WORKERS, "-inf", now_ms() - ttl * 1000)
         pipe.execute()
 
     def _loop(self) -> None:
@@ -70,10 +72,16 @@ class WorkerHeartbeat:
                 return
 
 
+def liveness_ttl(services: Services) -> int:
+    """Seconds a worker counts as alive after its last beat."""
+    return max(1, round(services.settings.heartbeat_interval * 3))
+
+
 def describe(services: Services) -> list[dict[str, Any]]:
     """The workers whose heartbeat is live."""
     client = services.redis
-    names = [str(n) for n in client.zrange(keys.WORKERS, 0, -1)]
+    since = now_ms() - liveness_ttl(services) * 1000
+    names = [str(n) for n in client.zrangebyscore(keys.WORKERS, since, "+inf")]
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.hgetall(keys.worker(name))

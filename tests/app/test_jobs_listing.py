@@ -8,15 +8,14 @@ import pytest
 from flask import Flask
 
 from app import create_app
-from app.config import Settings
 from tasks.services import Services
-from tests.support import Api
+from tests.support import Api, overrides_from_env
 
 
 @pytest.fixture
 def parked(stack_env: dict[str, str]) -> Iterator[Services]:
     """Services that publish to a queue no worker consumes: their jobs stay pending."""
-    overrides = {**Settings.from_env(environ=stack_env).__dict__, "queue": "parked"}
+    overrides = {**overrides_from_env(stack_env), "queue": "parked"}
     app: Flask = create_app(overrides)
     yield app.extensions["chordline"]
 

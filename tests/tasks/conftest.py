@@ -1,8 +1,7 @@
-"""Store-level tests talk to the session Redis directly, with a fresh database each."""
+"""Store-level tests talk to the session Redis directly, in a database of their own."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -11,14 +10,18 @@ import redis
 from app.embedded_redis import RedisServer
 from tasks.lifecycle import LeasePolicy, Lifecycle
 from tasks.store import JobStore, NewJob
+from tests.support import fresh_database
 
-_databases = itertools.count(8)
+
+@pytest.fixture(scope="session")
+def store_database(redis_server: RedisServer) -> str:
+    """One database for all store tests, flushed around each of them."""
+    return fresh_database(redis_server.url)
 
 
 @pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    db = 8 + next(_databases) % 4
-    connection = redis.Redis(port=redis_server.port, db=db, decode_responses=True)
+def client(store_database: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(store_database, decode_responses=True)
     connection.flushdb()
     yield connection
     connection.flushdb()

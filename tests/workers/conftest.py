@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,12 +10,9 @@ import pytest
 from flask import Flask
 
 from app import create_app
-from app.config import Settings
 from app.embedded_redis import RedisServer
 from tasks.services import Services
-from tests.support import WorkerProcess, settings_env
-
-_databases = itertools.count(1)
+from tests.support import WorkerProcess, fresh_database, overrides_from_env, settings_env
 
 
 @dataclass
@@ -56,7 +52,7 @@ def make_stack(tmp_path: Path) -> Iterator[StackFactory]:
 
     def build(redis_url: str, **extra: str) -> Stack:
         env = settings_env(redis_url, tmp_path / "artifacts", **extra)
-        app = create_app(Settings.from_env(environ=env).__dict__)
+        app = create_app(overrides_from_env(env))
         stack = Stack(env, app, tmp_path)
         stacks.append(stack)
         return stack
@@ -69,4 +65,4 @@ def make_stack(tmp_path: Path) -> Iterator[StackFactory]:
 
 @pytest.fixture
 def stack(make_stack: StackFactory, redis_server: RedisServer) -> Stack:
-    return make_stack(redis_server.url.rsplit("/", 1)[0] + f"/{next(_databases)}")
+    return make_stack(fresh_database(redis_server.url))

@@ -10,7 +10,7 @@ import pytest
 from kombu import Connection
 
 from app.embedded_redis import RedisServer
-from tests.support import wait_for
+from tests.support import fresh_database, wait_for
 from tests.workers.conftest import Stack, StackFactory
 
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
@@ -29,7 +29,7 @@ def rabbit_stack(make_stack: StackFactory, redis_server: RedisServer) -> Iterato
     if not rabbitmq_answers():
         pytest.skip("no RabbitMQ on 127.0.0.1:5672")
     queue = f"chordline-test-{uuid.uuid4().hex[:8]}"
-    stack = make_stack(redis_server.url.rsplit("/", 1)[0] + "/12",
+    stack = make_stack(fresh_database(redis_server.url),
                        CELERY_BROKER_URL=RABBITMQ, CHORDLINE_QUEUE=queue)
     yield stack
     for process in stack.workers:

@@ -12,7 +12,7 @@ import requests
 from app.embedded_redis import RedisServer
 from tasks.clock import now_ms
 from tasks.store import NewJob
-from tests.support import LiveServer, wait_for
+from tests.support import LiveServer, fresh_database, wait_for
 from tests.workers.conftest import Stack, StackFactory
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def test_a_stalled_worker_cannot_overwrite_the_run_that_replaced_it(stack: Stack
 
 def test_a_poison_job_is_delivered_at_most_max_deliveries_times(
         make_stack: StackFactory, redis_server: RedisServer) -> None:
-    stack = make_stack(redis_server.url.rsplit("/", 1)[0] + "/14", CHORDLINE_MAX_DELIVERIES="2")
+    stack = make_stack(fresh_database(redis_server.url), CHORDLINE_MAX_DELIVERIES="2")
     stack.worker("a")
     job_id = stack.submit({"type": "fail", "parameters": {"kill_worker": True}})
     job = wait_status(stack, job_id, {"failed", "completed"}, timeout=60)
@@ -107,7 +107,7 @@ def test_a_job_whose_publish_was_lost_is_published_by_the_reaper(stack: Stack) -
 
 def test_a_broker_failure_answers_503_and_stores_nothing(
         make_stack: StackFactory, redis_server: RedisServer) -> None:
-    stack = make_stack(redis_server.url.rsplit("/", 1)[0] + "/13",
+    stack = make_stack(fresh_database(redis_server.url),
                        CELERY_BROKER_URL="redis://127.0.0.1:1/0")
     server = LiveServer(stack.app).start()
     try:
