@@ -107,6 +107,9 @@ class Settings:
         default=2000, metadata=_env("CHORDLINE_MAX_PROMPT_LENGTH", int)
     )
     max_image_side: int = field(default=2048, metadata=_env("CHORDLINE_MAX_IMAGE_SIDE", int))
+    max_workflow_steps: int = field(
+        default=50, metadata=_env("CHORDLINE_MAX_WORKFLOW_STEPS", int)
+    )
     max_output_side: int = field(default=8192, metadata=_env("CHORDLINE_MAX_OUTPUT_SIDE", int))
 
     def __post_init__(self) -> None:
@@ -121,7 +124,8 @@ class Settings:
             raise ConfigError("PORT must be between 1 and 65535")
         for name in ("lease_seconds", "reaper_interval", "heartbeat_interval", "redis_timeout",
                      "max_deliveries", "job_timeout", "max_body_bytes", "max_upload_bytes",
-                     "max_prompt_length", "max_image_side", "max_output_side"):
+                     "max_prompt_length", "max_image_side", "max_output_side",
+                     "max_workflow_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_var(name)} must be positive")
         if self.reaper_interval >= self.lease_seconds:
@@ -129,6 +133,11 @@ class Settings:
                 "CHORDLINE_REAPER_INTERVAL must be shorter than CHORDLINE_LEASE_SECONDS")
         if self.job_timeout > self.max_job_timeout:
             raise ConfigError("CHORDLINE_JOB_TIMEOUT must not exceed CHORDLINE_MAX_JOB_TIMEOUT")
+        if self.result_expires < 4 * (self.max_job_timeout + 30):
+            # Chord counters expire with result_expires: a chord whose header runs
+            # longer would never fire its body.
+            raise ConfigError("CHORDLINE_RESULT_EXPIRES must be at least four times "
+                              "CHORDLINE_MAX_JOB_TIMEOUT (chord state expires with it)")
 
     @property
     def broker_is_redis(self) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
 from celery import Celery
+from celery.canvas import Signature
 
 from tasks.lifecycle import Lifecycle
 from tasks.store import Job
@@ -13,6 +15,8 @@ from tasks.store import Job
 log = logging.getLogger(__name__)
 
 RUN_JOB = "chordline.run_job"
+RUN_STEP = "chordline.run_step"
+JOIN = "chordline.join"
 PRIORITY_LEVELS = 10
 # Seconds between the soft time limit (the handler is interrupted and the job
 # fails cleanly) and the hard one (the process is killed).
@@ -38,7 +42,15 @@ class Dispatcher:
     broker_is_redis: bool
 
     def publish(self, job: Job, countdown: float | None = None) -> None:
-        """Publish the job's message; raises if the broker cannot take it."""
+        """Publish the job's message; raises if the broker cannot take it.
+
+        A workflow step that has run before is sent as the message it came in,
+        canvas context included, so the workflow goes on after it.
+        """
+        if job.get("envelope"):
+            self.celery.signature(json.loads(job["envelope"])).apply_async(countdown=countdown)
+            self.lifecycle.published(job.id)
+            return
         self.celery.send_task(
             RUN_JOB,
             kwargs={"job_id": job.id},
@@ -51,6 +63,18 @@ class Dispatcher:
             time_limit=job["timeout"] + HARD_LIMIT_GRACE,
         )
         self.lifecycle.published(job.id)
+
+    def step(self, job_id: str, priority: int, timeout: int) -> Signature:
+        """The signature that runs one workflow step (its task id is the job id)."""
+        return self.celery.signature(
+            RUN_STEP, kwargs={"job_id": job_id}, immutable=True,
+            options={"task_id": job_id, "queue": self.queue,
+                     "priority": broker_priority(priority, broker_is_redis=self.broker_is_redis),
+                     "soft_time_limit": timeout, "time_limit": timeout + HARD_LIMIT_GRACE})
+
+    def barrier(self) -> Signature:
+        """A no-op that joins one group of steps before the next group starts."""
+        return self.celery.signature(JOIN, immutable=True, options={"queue": self.queue})
 
     def republish(self, job: Job, countdown: float | None = None) -> bool:
         """Publish a job the outbox covers; on failure the outbox retries later."""

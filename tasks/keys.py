@@ -62,6 +62,24 @@ def workflow(workflow_id: str) -> str:
     return f"{PREFIX}:workflow:{workflow_id}"
 
 
+def workflow_index_all(scope: str) -> str:
+    return f"{PREFIX}:widx:{scope}:all"
+
+
+def workflow_status_index_prefix(scope: str) -> str:
+    return f"{PREFIX}:widx:{scope}:status:"
+
+
+def workflow_status_index(scope: str, status: str) -> str:
+    return workflow_status_index_prefix(scope) + status
+
+
+WORKFLOW_INDEX_PATTERN = f"{PREFIX}:widx:*"
+# Workflows whose canvas is not yet known to be published, scored by when the
+# reaper should publish it again (ms).
+WORKFLOW_OUTBOX = f"{PREFIX}:workflow-outbox"
+
+
 def artifact(artifact_id: str) -> str:
     return f"{PREFIX}:artifact:{artifact_id}"
 

@@ -32,6 +32,18 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What a transition did: 'ok', or why not; and the parked steps it made ready."""
+
+    outcome: str
+    ready: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass(frozen=True)
 class LeasePolicy:
     lease_seconds: float
     max_deliveries: int
@@ -54,12 +66,17 @@ class Lifecycle:
         return now_ms() + int((delay_s + self.policy.outbox_grace) * 1000)
 
     def claim(self, job_id: str, token: str, worker_id: str, machine_id: str,
-              hard_deadline_ms: int) -> Claim:
-        """Take the job for this run, or say why it must not run."""
+              hard_deadline_ms: int, envelope: str = "") -> Claim:
+        """Take the job for this run, or say why it must not run.
+
+        `envelope` is a workflow step's message with its canvas context, kept
+        while the step runs so that a recovery can send the same message again.
+        """
         outcome, status, flat = self._scripts.claim(
             keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES, keys.worker_jobs(worker_id)],
             args=[token, now_ms(), self.lease_deadline(), worker_id, machine_id, iso(),
-                  self.policy.max_deliveries, hard_deadline_ms, self.policy.retention],
+                  self.policy.max_deliveries, hard_deadline_ms, self.policy.retention,
+                  envelope],
         )
         return Claim(outcome, status, Job.from_flat(flat) if flat else None)
 
@@ -72,16 +89,21 @@ class Lifecycle:
                   "" if progress is None else progress, iso()],
         ))
 
-    def complete(self, job_id: str, token: str, result: dict[str, Any]) -> str:
+    def complete(self, job_id: str, token: str, result: dict[str, Any]) -> Outcome:
         return self._finish(job_id, token, JobStatus.COMPLETED,
                             {"result": json.dumps(result), "progress": 100})
 
-    def fail(self, job_id: str, token: str, code: str, message: str) -> str:
+    def fail(self, job_id: str, token: str, code: str, message: str) -> Outcome:
         error = {"code": code, "message": message, "timestamp": iso()}
         return self._finish(job_id, token, JobStatus.FAILED, {"error": json.dumps(error)})
 
+    def skip(self, job_id: str, token: str, reason: str) -> Outcome:
+        """A step whose condition is false: done without running, dependents go on."""
+        return self._finish(job_id, token, JobStatus.SKIPPED, {
+            "result": json.dumps({"skipped": True, "reason": reason}), "progress": 100})
+
     def retry(self, job_id: str, token: str, code: str, message: str,
-              retry_count: int, countdown: float) -> str:
+              retry_count: int, countdown: float) -> Outcome:
         """Mark the job pending again; the outbox republishes it if our publish is lost."""
         ts = iso()
         fields = {"retry_count": retry_count, "updated_at": ts, "progress": 0,
@@ -114,18 +136,19 @@ class Lifecycle:
     def delay_outbox(self, job_id: str) -> None:
         self._redis.zadd(keys.OUTBOX, {job_id: self.outbox_due()}, xx=True)
 
-    def _finish(self, job_id: str, token: str, status: JobStatus, fields: dict[str, Any]) -> str:
+    def _finish(self, job_id: str, token: str, status: JobStatus,
+                fields: dict[str, Any]) -> Outcome:
         fields["updated_at"] = iso()
         return self._transition(job_id, JobStatus.RUNNING, status, fields, token=token,
                                 terminal=True)
 
     def _transition(self, job_id: str, current: JobStatus, new: JobStatus,
                     fields: dict[str, Any], *, token: str, outbox_due: int | None = None,
-                    terminal: bool = False) -> str:
-        outcome, _status = self._scripts.transition(
+                    terminal: bool = False) -> Outcome:
+        outcome, _status, ready = self._scripts.transition(
             keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
             args=[current, new, json.dumps(fields), keys.ALL_TENANTS, token,
                   "" if outbox_due is None else outbox_due, self.policy.retention,
-                  "1" if terminal else "0"],
+                  "1" if terminal else "0", self.outbox_due()],
         )
-        return str(outcome)
+        return Outcome(str(outcome), tuple(ready))

@@ -3,7 +3,9 @@
 A SIGKILLed worker fires no signal and, on Redis, its unacked messages return
 only after the visibility timeout. Every worker runs this reaper on a timer:
 jobs whose lease expired are queued again (or failed, once they have lost their
-worker `max_deliveries` times), and jobs left in the outbox are published again.
+worker `max_deliveries` times), and jobs and workflows left in the outboxes are
+published again. A workflow step goes out as the message it came in, so its
+workflow's canvas goes on after it.
 Running it on many workers at once is safe: each step is one atomic script.
 """
 
@@ -20,6 +22,7 @@ from tasks.dispatch import Dispatcher
 from tasks.lifecycle import Lifecycle
 from tasks.statuses import JobStatus
 from tasks.store import JobStore
+from tasks.workflows import WorkflowService
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 3600
@@ -31,6 +34,7 @@ class Reaper:
     store: JobStore
     lifecycle: Lifecycle
     dispatcher: Dispatcher
+    workflows: WorkflowService
     retention: int
 
     def tick(self) -> dict[str, int]:
@@ -46,6 +50,9 @@ class Reaper:
                 log.error("job %s failed: %s", job_id, outcome)
         for job_id in self.lifecycle.due_outbox():
             counts["republished"] += self._publish(job_id)
+        for workflow_id in self.workflows.store.due_outbox():
+            log.info("publishing workflow %s again", workflow_id)
+            counts["republished"] += self.workflows.republish(workflow_id)
         self._prune()
         return counts
 
@@ -62,5 +69,6 @@ class Reaper:
         if not self.client.set(keys.PRUNE_LOCK, "1", nx=True, ex=PRUNE_EVERY):
             return
         cutoff = (now_ms() - self.retention * 1000) * 1000
-        for index in self.client.scan_iter(match=keys.INDEX_PATTERN, count=500):
-            self.client.zremrangebyscore(index, "-inf", cutoff)
+        for pattern in (keys.INDEX_PATTERN, keys.WORKFLOW_INDEX_PATTERN):
+            for index in self.client.scan_iter(match=pattern, count=500):
+                self.client.zremrangebyscore(index, "-inf", cutoff)

@@ -20,6 +20,7 @@ from tasks.clock import now_ms
 from tasks.dispatch import HARD_LIMIT_GRACE, RUN_JOB
 from tasks.handlers.base import JobContext, JobError, LeaseLost
 from tasks.lease import LeaseKeeper, ProgressReporter
+from tasks.lifecycle import Outcome
 from tasks.services import Services, current_services
 from tasks.store import Job
 
@@ -45,10 +46,15 @@ def backoff(retry_count: int, base: float = 1.0) -> float:
              ignore_result=True)
 def run_job(self: Task, job_id: str) -> str:
     """Run one job; the return value says what happened (for logs and Flower)."""
-    hard_limit = (self.request.timelimit or (None, None))[0] or HARD_LIMIT_GRACE
-    runner = JobRunner(current_services(), self.request.hostname or "worker")
+    return run_in_task(self, job_id)
+
+
+def run_in_task(task: Task, job_id: str, envelope: str = "") -> str:
+    """Run a job from inside a Celery task, under the task's hard time limit."""
+    hard_limit = (task.request.timelimit or (None, None))[0] or HARD_LIMIT_GRACE
+    runner = JobRunner(current_services(), task.request.hostname or "worker")
     try:
-        return runner.run(job_id, hard_deadline_ms=now_ms() + int(hard_limit * 1000))
+        return runner.run(job_id, now_ms() + int(hard_limit * 1000), envelope)
     except redis.ConnectionError as exc:
         # Nothing was claimed: hand the message back rather than ack it away.
         raise Reject(str(exc), requeue=True) from exc
@@ -59,10 +65,11 @@ class JobRunner:
         self._s = services
         self._worker_id = worker_id
 
-    def run(self, job_id: str, hard_deadline_ms: int) -> str:
+    def run(self, job_id: str, hard_deadline_ms: int, envelope: str = "") -> str:
+        """Claim and run the job; returns what happened (`completed`, `busy`, ...)."""
         token = uuid.uuid4().hex
         claim = self._s.lifecycle.claim(job_id, token, self._worker_id,
-                                        self._s.settings.machine_id, hard_deadline_ms)
+                                        self._s.settings.machine_id, hard_deadline_ms, envelope)
         if claim.job is None:
             log.info("job %s not run: %s (%s)", job_id, claim.outcome, claim.status)
             return claim.outcome
@@ -72,37 +79,50 @@ class JobRunner:
 
     def _execute(self, job: Job, token: str, keeper: LeaseKeeper) -> str:
         lifecycle = self._s.lifecycle
-        ctx = JobContext(
-            job_id=job.id, tenant=job["tenant"], prompt=job.get("prompt") or "",
-            parameters=job["parameters"], attempt=job["attempts"],
-            correlation_id=job.get("correlation_id", ""), artifacts=self._s.artifacts,
-            report=ProgressReporter(lifecycle, job.id, token, keeper),
-        )
         try:
+            plan = self._s.step_inputs.prepare(job)
+            if plan.skip_reason is not None:
+                return self._settled(lifecycle.skip(job.id, token, plan.skip_reason), "skipped")
+            ctx = JobContext(
+                job_id=job.id, tenant=job["tenant"], prompt=job.get("prompt") or "",
+                parameters=plan.parameters, attempt=job["attempts"],
+                correlation_id=job.get("correlation_id", ""), artifacts=self._s.artifacts,
+                report=ProgressReporter(lifecycle, job.id, token, keeper),
+            )
             result = self._s.registry.get(job["type"]).run(ctx)
         except LeaseLost:
             log.warning("job %s was taken over by another run; outcome discarded", job.id)
             return "lease_lost"
         except SoftTimeLimitExceeded:
-            return lifecycle.fail(job.id, token, "JOB_TIMEOUT",
-                                  f"Job exceeded its time limit of {job['timeout']} s")
+            return self._settled(lifecycle.fail(
+                job.id, token, "JOB_TIMEOUT", f"Job exceeded its time limit of {job['timeout']} s"),
+                "failed")
         except JobError as exc:
             if exc.retryable:
                 return self._retry_or_fail(job, token, exc.code, exc.message)
-            return lifecycle.fail(job.id, token, exc.code, exc.message)
+            return self._settled(lifecycle.fail(job.id, token, exc.code, exc.message), "failed")
         except Exception as exc:
             log.exception("job %s failed", job.id)
             return self._retry_or_fail(job, token, "HANDLER_ERROR", str(exc) or type(exc).__name__)
-        return lifecycle.complete(job.id, token, result)
+        return self._settled(lifecycle.complete(job.id, token, result), "completed")
+
+    def _settled(self, outcome: Outcome, label: str) -> str:
+        """Publish the parked steps the outcome released; say what happened."""
+        for job_id in outcome.ready:
+            ready = self._s.store.get(job_id)
+            if ready is not None:
+                self._s.dispatcher.republish(ready)
+        return label if outcome.ok else outcome.outcome
 
     def _retry_or_fail(self, job: Job, token: str, code: str, message: str) -> str:
         retry_count = job["retry_count"]
         if retry_count >= job["retries"]:
-            return self._s.lifecycle.fail(job.id, token, code, message)
+            return self._settled(self._s.lifecycle.fail(job.id, token, code, message), "failed")
         countdown = backoff(retry_count)
         outcome = self._s.lifecycle.retry(job.id, token, code, message, retry_count + 1,
                                           countdown)
-        if outcome == "ok":
-            log.info("job %s retry %d in %.0f s", job.id, retry_count + 1, countdown)
-            self._s.dispatcher.republish(job, countdown)
-        return "retrying" if outcome == "ok" else outcome
+        if not outcome.ok:
+            return outcome.outcome
+        log.info("job %s retry %d in %.0f s", job.id, retry_count + 1, countdown)
+        self._s.dispatcher.republish(job, countdown)
+        return "retrying"

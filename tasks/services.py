@@ -15,9 +15,12 @@ from tasks.artifacts import ArtifactStore
 from tasks.dispatch import Dispatcher
 from tasks.handlers.base import Limits
 from tasks.handlers.registry import HandlerRegistry, build_registry
+from tasks.inputs import StepInputs
 from tasks.lifecycle import LeasePolicy, Lifecycle
 from tasks.store import JobStore
 from tasks.submission import JobService
+from tasks.workflow_store import WorkflowStore
+from tasks.workflows import WorkflowService
 
 
 def redis_client(settings: Settings, *, patient: bool = False) -> redis.Redis:
@@ -46,6 +49,9 @@ class Services:
     artifacts: ArtifactStore
     dispatcher: Dispatcher
     jobs: JobService
+    workflow_store: WorkflowStore
+    workflows: WorkflowService
+    step_inputs: StepInputs
 
     @classmethod
     def build(cls, settings: Settings, celery: Celery) -> Services:
@@ -62,7 +68,12 @@ class Services:
                                   settings.max_image_side)
         dispatcher = Dispatcher(celery, lifecycle, settings.queue, settings.broker_is_redis)
         jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, settings)
-        return cls(settings, client, registry, store, lifecycle, artifacts, dispatcher, jobs)
+        workflow_store = WorkflowStore(client, settings.job_retention)
+        workflows = WorkflowService(workflow_store, jobs, dispatcher, lifecycle, celery,
+                                    settings.max_workflow_steps)
+        step_inputs = StepInputs(client, registry, settings.max_output_side)
+        return cls(settings, client, registry, store, lifecycle, artifacts, dispatcher, jobs,
+                   workflow_store, workflows, step_inputs)
 
 
 def current_services() -> Services:

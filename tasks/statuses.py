@@ -1,4 +1,5 @@
-"""Job statuses: defined once, used by the API, the store, the Lua scripts and the tests."""
+"""Job and workflow statuses: defined once, used by the API, the store, the Lua scripts
+and the tests (the Lua scripts spell the same strings)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,21 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # A workflow step whose `when` condition was false; its dependents still run.
+    SKIPPED = "skipped"
 
 
-TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+class WorkflowStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED,
+                      JobStatus.SKIPPED})
+WORKFLOW_ACTIVE = frozenset({WorkflowStatus.PENDING, WorkflowStatus.RUNNING})
 CANCELLABLE = frozenset({JobStatus.PENDING, JobStatus.WAITING})
 # What the submit endpoint answers for a queued job (the seed's contract); the
 # stored status is `pending`.

@@ -21,8 +21,9 @@ from tasks.clock import iso, now_ms
 from tasks.scripts import Scripts
 from tasks.statuses import CANCELLABLE, JobStatus
 
-JSON_FIELDS = ("parameters", "requirements", "result", "error")
-INT_FIELDS = ("progress", "priority", "attempts", "lost", "retries", "retry_count", "timeout")
+JSON_FIELDS = ("parameters", "requirements", "result", "error", "depends_on", "when")
+INT_FIELDS = ("progress", "priority", "attempts", "lost", "retries", "retry_count", "timeout",
+              "step_index", "deps_left")
 
 
 @dataclass(frozen=True)
@@ -167,12 +168,12 @@ class JobStore:
         type_filter = job_type if (status and job_type) else ""
         reply = self._scripts.page(
             keys=[index],
-            args=[_decode_cursor(cursor) if cursor else "+inf", limit, type_filter,
+            args=[decode_cursor(cursor) if cursor else "+inf", limit, type_filter,
                   keys.job(""), max(limit * 20, 1000)],
         )
         next_score, *hashes = reply
         return Page([Job.from_flat(h) for h in hashes],
-                    _encode_cursor(next_score) if next_score else None)
+                    encode_cursor(next_score) if next_score else None)
 
     def stats(self, tenant: str, since_ms: int, job_types: Iterable[str]) -> dict[str, Any]:
         """Counts of jobs created since `since_ms`, by status and by type, in one round trip."""
@@ -197,19 +198,19 @@ class JobStore:
         fields = {"cancelled_at": ts, "cancel_reason": reason, "updated_at": ts,
                   "error": json.dumps({"code": "JOB_CANCELLED", "message": reason,
                                        "timestamp": ts})}
-        outcome, status = self._scripts.transition(
+        outcome, status, _ready = self._scripts.transition(
             keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
             args=[",".join(CANCELLABLE), JobStatus.CANCELLED, json.dumps(fields), tenant,
-                  "", "", self._retention, "1"],
+                  "", "", self._retention, "1", ""],
         )
         return outcome, status
 
 
-def _encode_cursor(score: str) -> str:
+def encode_cursor(score: str) -> str:
     return base64.urlsafe_b64encode(score.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> str:
+def decode_cursor(cursor: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         float(raw)

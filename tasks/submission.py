@@ -38,6 +38,10 @@ class NotFound(LookupError):
         self.message = message
 
 
+class StepOfWorkflow(RuntimeError):
+    """The job is a workflow step: it is cancelled with its workflow."""
+
+
 class BrokerUnavailable(RuntimeError):
     """The broker refused the job's message; nothing was stored."""
 
@@ -59,7 +63,8 @@ class JobService:
 
     def submit(self, tenant: str, request: Mapping[str, Any], correlation_id: str) -> Job:
         """Validate against the handler, store the job, publish it."""
-        handler, parameters = self._validate(tenant, request)
+        handler, parameters = self.validate(tenant, request)
+        self._check_workflow(tenant, request)
         new = NewJob(
             tenant=tenant, type=handler.type, prompt=request.get("prompt"),
             parameters=parameters, priority=request["priority"],
@@ -79,12 +84,20 @@ class JobService:
         return job
 
     def cancel(self, job_id: str, tenant: str, reason: str) -> CancelResult:
+        job = self.store.get(job_id, tenant)
+        if job is not None and job.get("workflow_key"):
+            raise StepOfWorkflow(
+                f"Job {job_id} is step {job['step_index']} of workflow {job['workflow_id']}; "
+                "cancel the workflow instead")
         outcome, status = self.store.cancel(job_id, tenant, reason)
         if outcome == "missing":
             raise NotFound("JOB_NOT_FOUND", f"Job with ID {job_id} not found")
         return CancelResult(outcome == "ok", str(status))
 
-    def _validate(self, tenant: str, request: Mapping[str, Any]) -> tuple[Handler, dict[str, Any]]:
+    def validate(self, tenant: str, request: Mapping[str, Any], *,
+                 image_from_deps: bool = False) -> tuple[Handler, dict[str, Any]]:
+        """The handler and its loaded parameters; `image_from_deps` lets `image_url` be
+        left out (a workflow step takes the image of a step it depends on)."""
         job_type = request["type"]
         if job_type not in self.registry:
             raise InvalidJob({"type": [f"Unsupported job type: {job_type}"]})
@@ -92,8 +105,10 @@ class JobService:
         errors: dict[str, list[str]] = {}
         if handler.prompt_required and not (request.get("prompt") or "").strip():
             errors["prompt"] = [f"Prompt is required for {job_type} jobs"]
+        raw = request.get("parameters") or {}
+        partial = ("image_url",) if image_from_deps and "image_url" not in raw else ()
         try:
-            parameters = self.registry.schema(job_type).load(request.get("parameters") or {})
+            parameters = self.registry.schema(job_type).load(raw, partial=partial)
         except ValidationError as exc:
             errors.update(_prefixed("parameters", exc.normalized_messages()))
             parameters = {}
@@ -101,11 +116,17 @@ class JobService:
             errors.update(self._check_input(tenant, handler, parameters))
         if errors:
             raise InvalidJob(errors)
-        if request.get("workflow_id") and not self.store.workflow_exists(
-                request["workflow_id"], tenant):
-            raise NotFound("WORKFLOW_NOT_FOUND",
-                           f"Workflow with ID {request['workflow_id']} not found")
         return handler, parameters
+
+    def _check_workflow(self, tenant: str, request: Mapping[str, Any]) -> None:
+        """A job may name a workflow it belongs with, but not join its compiled DAG."""
+        workflow_id = request.get("workflow_id")
+        if workflow_id and not self.store.workflow_exists(workflow_id, tenant):
+            raise NotFound("WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
+        if request.get("depends_on"):
+            raise InvalidJob({"depends_on": [
+                "a workflow's dependencies are fixed when it is created: submit the steps "
+                "together with POST /api/workflows"]})
 
     def _check_input(self, tenant: str, handler: Handler,
                      parameters: dict[str, Any]) -> dict[str, list[str]]:

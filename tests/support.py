@@ -24,6 +24,7 @@ from tasks import keys, statuses
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {str(status) for status in statuses.TERMINAL}
+WORKFLOW_DONE = {str(s) for s in statuses.WorkflowStatus} - {str(s) for s in statuses.WORKFLOW_ACTIVE}
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
@@ -163,3 +164,22 @@ class Api:
              timeout: float = 30) -> dict[str, Any]:
         return wait_for(lambda: (j := self.job(job_id))["status"] in statuses and j,
                         timeout, interval=0.1, message=f"job {job_id} to reach {statuses}")
+
+    def create_workflow(self, body: Mapping[str, Any]) -> tuple[str, list[str]]:
+        response = self.request("POST", "/api/workflows", json=body)
+        assert response.status_code == 200, response.text
+        data = response.json()
+        return str(data["workflow_id"]), list(data["job_ids"])
+
+    def workflow(self, workflow_id: str) -> dict[str, Any]:
+        """`{"workflow": ..., "steps": [...]}` as the status endpoint answers."""
+        response = self.request("GET", f"/api/workflows/{workflow_id}/status")
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    def wait_workflow(self, workflow_id: str, statuses: set[str] = WORKFLOW_DONE,
+                      timeout: float = 60) -> dict[str, Any]:
+        return wait_for(
+            lambda: (w := self.workflow(workflow_id))["workflow"]["status"] in statuses and w,
+            timeout, interval=0.1, message=f"workflow {workflow_id} to reach {statuses}")

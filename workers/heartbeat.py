@@ -29,7 +29,8 @@ class WorkerHeartbeat:
             "pid": os.getpid(), "concurrency": concurrency, "started_at": iso(),
             "queues": services.settings.queue}
         self._reaper = Reaper(services.redis, services.store, services.lifecycle,
-                              services.dispatcher, services.settings.job_retention)
+                              services.dispatcher, services.workflows,
+                              services.settings.job_retention)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chordline-heartbeat",
                                         daemon=True)

@@ -14,7 +14,7 @@ from tasks.clock import now_ms
 from tasks.services import current_services
 from tasks.statuses import SUBMITTED
 from tasks.store import InvalidCursor
-from tasks.submission import BrokerUnavailable, InvalidJob, NotFound
+from tasks.submission import BrokerUnavailable, InvalidJob, NotFound, StepOfWorkflow
 
 bp = api_blueprint("jobs", __name__)
 TIMEFRAMES_MS = {"hour": 3_600_000, "day": 86_400_000, "week": 604_800_000}
@@ -54,6 +54,8 @@ def cancel(job_id: str) -> dict[str, Any]:
         result = current_services().jobs.cancel(job_id, current_tenant(), body["reason"])
     except NotFound as exc:
         raise ApiError(404, exc.code, exc.message) from None
+    except StepOfWorkflow as exc:
+        raise ApiError(409, "JOB_NOT_CANCELLABLE", str(exc)) from None
     if not result.cancelled:
         raise ApiError(409, "JOB_NOT_CANCELLABLE", f"Cannot cancel job in status: {result.status}")
     return {"success": True, "message": "Job cancelled successfully"}

@@ -11,12 +11,19 @@ from tasks.statuses import JobStatus
 ID = validate.Length(min=1, max=64)
 
 
-class JobSubmitSchema(Schema):
+class JobFields(Schema):
+    """What a job and a workflow step have in common."""
+
     type = fields.String(required=True, validate=validate.Length(min=1, max=100),
                          error_messages={"required": "Job type is required",
                                          "null": "Job type is required"})
     prompt = fields.String(allow_none=True)
     parameters = fields.Dict(keys=fields.String(), load_default=dict)
+    retries = fields.Integer(load_default=0, strict=True, validate=validate.Range(0, 10))
+    timeout_seconds = fields.Integer(strict=True, validate=validate.Range(min=1))
+
+
+class JobSubmitSchema(JobFields):
     priority = fields.Integer(
         load_default=50, strict=True,
         validate=validate.Range(0, 100, error="Priority must be between 0 and 100"))
@@ -24,8 +31,6 @@ class JobSubmitSchema(Schema):
                              validate=validate.Length(max=2048))
     workflow_id = fields.String(validate=ID)
     depends_on = fields.List(fields.String(validate=ID), validate=validate.Length(max=1000))
-    retries = fields.Integer(load_default=0, strict=True, validate=validate.Range(0, 10))
-    timeout_seconds = fields.Integer(strict=True, validate=validate.Range(min=1))
 
     @validates_schema
     def _depends_on_needs_workflow(self, data: dict[str, Any], **_: Any) -> None:
@@ -75,6 +80,7 @@ class JobSchema(Schema):
     retries = fields.Integer(dump_default=0)
     retry_count = fields.Integer(dump_default=0)
     timeout_seconds = fields.Integer(attribute="timeout")
+    step_index = fields.Integer(dump_default=None)
 
 
 JOB_SUBMIT = JobSubmitSchema()

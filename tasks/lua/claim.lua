@@ -3,8 +3,11 @@
 -- KEYS[1] job hash, KEYS[2] outbox, KEYS[3] leases, KEYS[4] this worker's in-flight set
 -- ARGV[1] lease token, ARGV[2] now (ms), ARGV[3] lease deadline (ms),
 -- ARGV[4] worker id, ARGV[5] machine id, ARGV[6] now (ISO), ARGV[7] max deliveries,
--- ARGV[8] hard deadline (ms), ARGV[9] retention (s)
--- Returns {outcome, status, job hash as a flat list}
+-- ARGV[8] hard deadline (ms), ARGV[9] retention (s),
+-- ARGV[10] the message's canvas context (workflow steps; '' for plain jobs)
+-- Returns {outcome, status, job hash as a flat list}. A step delivered before
+-- its dependencies completed is `parked` with its context, for the step that
+-- completes them to publish again.
 local job = KEYS[1]
 local status = redis.call('HGET', job, 'status')
 if not status then return {'missing', '', {}} end
@@ -21,9 +24,12 @@ if status == 'running' then
   if lost >= tonumber(ARGV[7]) then
     local msg = 'Job was delivered ' .. lost .. ' times and its worker was lost each time'
     redis.call('HSET', job, 'error', error_json('WORKER_LOST', msg, ARGV[6]))
-    finish(job, 'failed', ARGV[6], ARGV[9])
+    finish_job(job, 'failed', ARGV[6], ARGV[9], KEYS[2], ARGV[2])
     return {'poisoned', 'failed', {}}
   end
+elseif status == 'waiting' and ARGV[10] ~= '' then
+  redis.call('HSET', job, 'parked', '1', 'envelope', ARGV[10])
+  return {'parked', status, {}}
 elseif status ~= 'pending' then
   return {'skip', status, {}}
 end
@@ -32,6 +38,12 @@ redis.call('HINCRBY', job, 'attempts', 1)
 redis.call('HSET', job, 'lease_token', ARGV[1], 'worker_jobs_key', KEYS[4],
   'worker_id', ARGV[4], 'machine_id', ARGV[5], 'started_at', ARGV[6],
   'updated_at', ARGV[6], 'deadline_ms', ARGV[8], 'progress', 0)
+if ARGV[10] ~= '' then redis.call('HSET', job, 'envelope', ARGV[10]) end
 redis.call('ZADD', KEYS[3], ARGV[3], id)
 redis.call('SADD', KEYS[4], id)
+local wf = redis.call('HGET', job, 'workflow_key')
+if wf and redis.call('HGET', wf, 'status') == 'pending' then
+  set_status(wf, 'running')
+  redis.call('HSET', wf, 'started_at', ARGV[6], 'updated_at', ARGV[6])
+end
 return {'claimed', 'running', redis.call('HGETALL', job)}

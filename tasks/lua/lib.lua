@@ -43,5 +43,86 @@ end
 local function finish(job_key, status, ts, retention)
   set_status(job_key, status)
   redis.call('HSET', job_key, 'completed_at', ts, 'updated_at', ts)
+  redis.call('HDEL', job_key, 'envelope')
   if tonumber(retention) > 0 then redis.call('EXPIRE', job_key, retention) end
+end
+
+local function split(joined)
+  local out = {}
+  for part in string.gmatch(joined or '', '[^|]+') do out[#out + 1] = part end
+  return out
+end
+
+local function workflow_active(status)
+  return status == 'pending' or status == 'running'
+end
+
+-- Cancel a workflow's steps that have not started (and, with `running`, those
+-- that have: their leases go, so their outcome can no longer be written).
+-- Returns the number cancelled and the ids of the running ones among them.
+local function cancel_steps(wf, ts, retention, error, running, leases_key)
+  local count, stopped = 0, {}
+  for _, key in ipairs(split(redis.call('HGET', wf, 'step_keys'))) do
+    local status = redis.call('HGET', key, 'status')
+    if status == 'waiting' or status == 'pending' or (running and status == 'running') then
+      if status == 'running' then
+        stopped[#stopped + 1] = redis.call('HGET', key, 'id')
+        release(key, leases_key)
+      end
+      redis.call('HSET', key, 'error', error, 'cancelled_at', ts)
+      redis.call('HDEL', key, 'parked')
+      finish(key, 'cancelled', ts, retention)
+      count = count + 1
+    end
+  end
+  return count, stopped
+end
+
+-- A workflow step reached a terminal status: count it, release its dependents
+-- whose dependencies are now all done, and settle the workflow. Dependents that
+-- were delivered early and parked are put in the outbox and returned, for the
+-- caller to publish. Jobs outside workflows are left alone.
+local function settle_step(job, status, ts, retention, outbox, due)
+  local wf = redis.call('HGET', job, 'workflow_key')
+  if not wf or redis.call('EXISTS', wf) == 0 then return {} end
+  local ready = {}
+  local wf_status = redis.call('HGET', wf, 'status')
+  redis.call('HSET', wf, 'updated_at', ts)
+  if status == 'completed' or status == 'skipped' then
+    local done = redis.call('HINCRBY', wf, 'completed_steps', 1)
+    for _, dep in ipairs(split(redis.call('HGET', job, 'dependent_keys'))) do
+      local left = redis.call('HINCRBY', dep, 'deps_left', -1)
+      if left <= 0 and redis.call('HGET', dep, 'status') == 'waiting' then
+        set_status(dep, 'pending')
+        redis.call('HSET', dep, 'updated_at', ts)
+        if redis.call('HDEL', dep, 'parked') == 1 then
+          local id = redis.call('HGET', dep, 'id')
+          redis.call('ZADD', outbox, due, id)
+          ready[#ready + 1] = id
+        end
+      end
+    end
+    if workflow_active(wf_status) and done >= tonumber(redis.call('HGET', wf, 'total_steps')) then
+      finish(wf, 'completed', ts, retention)
+    end
+  elseif status == 'failed' then
+    redis.call('HINCRBY', wf, 'failed_steps', 1)
+    if workflow_active(wf_status) then
+      local index = redis.call('HGET', job, 'step_index')
+      local cause = cjson.decode(redis.call('HGET', job, 'error') or '{}')
+      local message = 'Step ' .. index .. ' failed: ' .. tostring(cause.message or cause.code or '')
+      redis.call('HSET', wf, 'error', cjson.encode({code = 'STEP_FAILED', message = message,
+        step_index = tonumber(index), job_id = redis.call('HGET', job, 'id'), timestamp = ts}))
+      cancel_steps(wf, ts, retention,
+        error_json('WORKFLOW_FAILED', 'Not run: ' .. message, ts), false, nil)
+      finish(wf, 'failed', ts, retention)
+    end
+  end
+  return ready
+end
+
+-- Finish a job, and settle its workflow if it is a step.
+local function finish_job(job, status, ts, retention, outbox, due)
+  finish(job, status, ts, retention)
+  return settle_step(job, status, ts, retention, outbox, due)
 end

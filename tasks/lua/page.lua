@@ -1,6 +1,6 @@
 -- One page of an index, newest first, optionally filtered by job type.
 -- KEYS[1] index; ARGV[1] exclusive upper score ('+inf' for the first page),
--- ARGV[2] page size, ARGV[3] type filter ('' for none), ARGV[4] job key prefix,
+-- ARGV[2] page size, ARGV[3] type filter ('' for none), ARGV[4] record key prefix,
 -- ARGV[5] most entries to scan. Entries whose job expired are dropped from the index.
 -- Returns {next cursor or '', job hash, job hash, ...}
 local upper = ARGV[1] == '+inf' and '+inf' or ('(' .. ARGV[1])
@@ -13,10 +13,9 @@ while #out < limit and scanned < cap do
     local id, score = batch[i], batch[i + 1]
     last, scanned = score, scanned + 1
     local job = ARGV[4] .. id
-    local t = redis.call('HGET', job, 'type')
-    if not t then
+    if redis.call('EXISTS', job) == 0 then
       redis.call('ZREM', KEYS[1], id)
-    elseif ARGV[3] == '' or t == ARGV[3] then
+    elseif ARGV[3] == '' or redis.call('HGET', job, 'type') == ARGV[3] then
       out[#out + 1] = redis.call('HGETALL', job)
       if #out >= limit then break end
     end

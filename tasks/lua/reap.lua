@@ -16,13 +16,13 @@ local lost = redis.call('HINCRBY', job, 'lost', 1)
 local hard = tonumber(redis.call('HGET', job, 'deadline_ms') or '0')
 if hard > 0 and hard < tonumber(ARGV[2]) then
   redis.call('HSET', job, 'error', error_json('JOB_TIMEOUT', 'Job exceeded its time limit', ARGV[5]))
-  finish(job, 'failed', ARGV[5], ARGV[6])
+  finish_job(job, 'failed', ARGV[5], ARGV[6], KEYS[2], ARGV[4])
   return 'timed_out'
 end
 if lost >= tonumber(ARGV[3]) then
   local msg = 'Job was delivered ' .. lost .. ' times and its worker was lost each time'
   redis.call('HSET', job, 'error', error_json('WORKER_LOST', msg, ARGV[5]))
-  finish(job, 'failed', ARGV[5], ARGV[6])
+  finish_job(job, 'failed', ARGV[5], ARGV[6], KEYS[2], ARGV[4])
   return 'poisoned'
 end
 set_status(job, 'pending')

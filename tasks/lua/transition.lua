@@ -3,21 +3,23 @@
 -- ARGV[1] allowed current statuses (','-joined), ARGV[2] new status,
 -- ARGV[3] fields to set (JSON), ARGV[4] tenant that may act ('*' for any),
 -- ARGV[5] lease token that must hold ('' for none), ARGV[6] outbox due (ms; '' removes),
--- ARGV[7] retention in seconds once terminal (0 keeps), ARGV[8] '1' if terminal
--- Returns {'ok'|'missing'|'conflict'|'lost', current status}
+-- ARGV[7] retention in seconds once terminal (0 keeps), ARGV[8] '1' if terminal,
+-- ARGV[9] outbox due (ms) for workflow steps this releases
+-- Returns {'ok'|'missing'|'conflict'|'lost', current status, ids of parked steps
+-- this made ready (to publish)}
 local job = KEYS[1]
 local status = redis.call('HGET', job, 'status')
-if not status then return {'missing', ''} end
+if not status then return {'missing', '', {}} end
 local tenant = redis.call('HGET', job, 'tenant')
-if ARGV[4] ~= '*' and tenant ~= ARGV[4] then return {'missing', ''} end
+if ARGV[4] ~= '*' and tenant ~= ARGV[4] then return {'missing', '', {}} end
 if ARGV[5] ~= '' and redis.call('HGET', job, 'lease_token') ~= ARGV[5] then
-  return {'lost', status}
+  return {'lost', status, {}}
 end
 local allowed = false
 for s in string.gmatch(ARGV[1], '[^,]+') do
   if s == status then allowed = true end
 end
-if not allowed then return {'conflict', status} end
+if not allowed then return {'conflict', status, {}} end
 local id = redis.call('HGET', job, 'id')
 if ARGV[5] ~= '' then release(job, KEYS[3]) end
 hset_json(job, ARGV[3])
@@ -28,8 +30,7 @@ else
 end
 if ARGV[8] == '1' then
   local ts = cjson.decode(ARGV[3])['updated_at']
-  finish(job, ARGV[2], ts, ARGV[7])
-else
-  set_status(job, ARGV[2])
+  return {'ok', ARGV[2], finish_job(job, ARGV[2], ts, ARGV[7], KEYS[2], ARGV[9])}
 end
-return {'ok', ARGV[2]}
+set_status(job, ARGV[2])
+return {'ok', ARGV[2], {}}

@@ -1,0 +1,117 @@
+"""/api/workflows: create, read, list, count and cancel multi-step workflows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g
+
+from app.api import api_blueprint, json_body, query
+from app.api.jobs import TIMEFRAMES_MS
+from app.auth import current_tenant
+from app.errors import ApiError, validation_failed
+from app.schemas.jobs import TIMEFRAME_QUERY
+from app.schemas.workflows import (
+    STEP_STATUS,
+    WORKFLOW,
+    WORKFLOW_CANCEL,
+    WORKFLOW_CREATE,
+    WORKFLOW_LIST_QUERY,
+)
+from tasks.clock import now_ms
+from tasks.services import current_services
+from tasks.statuses import JobStatus
+from tasks.store import InvalidCursor, Job
+from tasks.submission import BrokerUnavailable, NotFound
+from tasks.workflow_store import Workflow
+from tasks.workflows import InvalidWorkflow, NotCancellable
+
+bp = api_blueprint("workflows", __name__)
+CODE = "WORKFLOW_CREATION_FAILED"
+DONE = (JobStatus.COMPLETED, JobStatus.SKIPPED)
+
+
+@bp.post("")
+def create() -> dict[str, Any]:
+    """Validate the steps, store them as jobs and publish the compiled canvas."""
+    request = json_body(WORKFLOW_CREATE, CODE, "Workflow")
+    try:
+        workflow = current_services().workflows.create(current_tenant(), request,
+                                                       g.correlation_id)
+    except InvalidWorkflow as exc:
+        raise validation_failed(CODE, "Workflow", exc.errors) from None
+    except BrokerUnavailable:
+        raise ApiError(503, "BROKER_UNAVAILABLE",
+                       "The message broker is unavailable; the workflow was not accepted") from None
+    return {"success": True, "workflow_id": workflow.id, "job_ids": workflow.job_ids}
+
+
+@bp.get("/<workflow_id>/status")
+def status(workflow_id: str) -> dict[str, Any]:
+    """The workflow and each of its steps, read in two round trips."""
+    store = current_services().workflow_store
+    workflow = _get(workflow_id)
+    steps = [(i, job) for i, job in enumerate(store.steps(workflow)) if job is not None]
+    return {"success": True, "workflow": _summary(workflow, [job for _, job in steps]),
+            "steps": [_step(i, job) for i, job in steps]}
+
+
+@bp.post("/<workflow_id>/cancel")
+def cancel(workflow_id: str) -> dict[str, Any]:
+    """Cancel the steps that have not started; `terminate` stops running ones too."""
+    body = json_body(WORKFLOW_CANCEL, "INVALID_REQUEST", "Cancel", optional=True)
+    try:
+        summary = current_services().workflows.cancel(
+            workflow_id, current_tenant(), body["reason"], body["terminate"])
+    except NotFound as exc:
+        raise ApiError(404, exc.code, exc.message) from None
+    except NotCancellable as exc:
+        raise ApiError(409, "WORKFLOW_NOT_CANCELLABLE", str(exc)) from None
+    return {"success": True,
+            "message": f"Workflow cancelled ({summary.cancelled}/{summary.total} jobs cancelled)",
+            "cancelled_jobs": summary.cancelled, "terminated_jobs": len(summary.stopped)}
+
+
+@bp.get("/stats")
+def stats() -> dict[str, Any]:
+    args = query(TIMEFRAME_QUERY, "INVALID_TIMEFRAME", "Timeframe must be hour, day, or week")
+    counts = current_services().workflow_store.stats(
+        current_tenant(), now_ms() - TIMEFRAMES_MS[args["timeframe"]])
+    return {"success": True, "stats": counts, "timeframe": args["timeframe"]}
+
+
+@bp.get("")
+def list_workflows() -> dict[str, Any]:
+    """Newest first, filtered by `status`; follow `next_cursor` for more."""
+    args = query(WORKFLOW_LIST_QUERY, "INVALID_QUERY", "Invalid list query")
+    try:
+        page = current_services().workflow_store.page(
+            current_tenant(), status=args.get("status"), limit=args["limit"],
+            cursor=args.get("cursor"))
+    except InvalidCursor as exc:
+        raise ApiError(400, "INVALID_CURSOR", str(exc)) from None
+    return {"success": True, "workflows": [_summary(w) for w in page.workflows],
+            "next_cursor": page.next_cursor}
+
+
+def _get(workflow_id: str) -> Workflow:
+    workflow = current_services().workflow_store.get(workflow_id, current_tenant())
+    if workflow is None:
+        raise ApiError(404, "WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
+    return workflow
+
+
+def _summary(workflow: Workflow, steps: list[Job] | None = None) -> dict[str, Any]:
+    """The seed's workflow shape; with the steps at hand, progress counts partial steps."""
+    total = workflow["total_steps"]
+    done = workflow["completed_steps"]
+    if steps is None:
+        progress = 100.0 * done / total if total else 0.0
+    else:
+        progress = sum(100 if j.status in DONE else j.get("progress", 0) for j in steps) / total
+    return WORKFLOW.dump({**workflow.fields, "completed_steps": done,
+                          "progress_percentage": round(progress, 2)})
+
+
+def _step(index: int, job: Job) -> dict[str, Any]:
+    return STEP_STATUS.dump({**job.fields, "step_index": index, "job_id": job.id})

@@ -1,0 +1,19 @@
+-- Cancel a workflow: no step that has not started will start; with `terminate`,
+-- running steps lose their leases too (the caller revokes them).
+-- KEYS[1] workflow hash, KEYS[2] leases
+-- ARGV[1] tenant that may act ('*' for any), ARGV[2] now (ISO), ARGV[3] retention (s),
+-- ARGV[4] reason, ARGV[5] '1' to stop running steps
+-- Returns {'ok'|'missing'|'conflict', status, steps cancelled, total steps, ids stopped}
+local wf = KEYS[1]
+local status = redis.call('HGET', wf, 'status')
+if not status then return {'missing', '', 0, 0, {}} end
+if ARGV[1] ~= '*' and redis.call('HGET', wf, 'tenant') ~= ARGV[1] then
+  return {'missing', '', 0, 0, {}}
+end
+local total = tonumber(redis.call('HGET', wf, 'total_steps'))
+if not workflow_active(status) then return {'conflict', status, 0, total, {}} end
+local count, stopped = cancel_steps(wf, ARGV[2], ARGV[3],
+  error_json('WORKFLOW_CANCELLED', ARGV[4], ARGV[2]), ARGV[5] == '1', KEYS[2])
+redis.call('HSET', wf, 'cancelled_at', ARGV[2], 'cancel_reason', ARGV[4])
+finish(wf, 'cancelled', ARGV[2], ARGV[3])
+return {'ok', 'cancelled', count, total, stopped}

@@ -1,0 +1,248 @@
+"""Workflow records: one hash per workflow beside the step jobs, and their indexes.
+
+A workflow and all of its step jobs are created in one transaction, so a
+workflow is never half-written. Steps are ordinary jobs (listed and read through
+the job endpoints) with the workflow's bookkeeping beside them: their
+dependencies, their dependents' keys and a count of unfinished dependencies,
+which the Lua scripts use to settle the workflow in the same step as the job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+
+from tasks import keys
+from tasks.clock import iso, now_ms
+from tasks.scripts import Scripts
+from tasks.statuses import JobStatus, WorkflowStatus
+from tasks.store import Job, NewJob, decode_cursor, encode_cursor
+
+INT_FIELDS = ("total_steps", "completed_steps", "failed_steps", "forced_cuts", "added_orders")
+JSON_FIELDS = ("job_ids", "error", "dag")
+
+
+@dataclass(frozen=True)
+class NewStep:
+    job: NewJob
+    depends_on: tuple[int, ...] = ()
+    when: tuple[Mapping[str, Any], ...] = ()
+    input_from_deps: bool = False
+
+
+@dataclass(frozen=True)
+class NewWorkflow:
+    tenant: str
+    name: str
+    description: str | None
+    correlation_id: str
+    steps: Sequence[NewStep]
+    webhook_url: str | None = None
+    forced_cuts: int = 0
+    added_orders: int = 0
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A workflow as stored; `fields` holds the decoded hash."""
+
+    fields: Mapping[str, Any]
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, str]) -> Workflow:
+        decoded: dict[str, Any] = dict(raw)
+        for name in JSON_FIELDS:
+            if name in decoded:
+                decoded[name] = json.loads(decoded[name])
+        for name in INT_FIELDS:
+            if name in decoded:
+                decoded[name] = int(decoded[name])
+        return cls(decoded)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+    @property
+    def id(self) -> str:
+        return str(self.fields["id"])
+
+    @property
+    def status(self) -> WorkflowStatus:
+        return WorkflowStatus(self.fields["status"])
+
+    @property
+    def job_ids(self) -> list[str]:
+        return list(self.fields["job_ids"])
+
+
+@dataclass(frozen=True)
+class WorkflowPage:
+    workflows: list[Workflow]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    outcome: str
+    status: str
+    cancelled: int = 0
+    total: int = 0
+    stopped: list[str] = field(default_factory=list)
+
+
+class WorkflowStore:
+    def __init__(self, client: redis.Redis, retention: int) -> None:
+        self._redis = client
+        self._scripts = Scripts(client)
+        self._retention = retention
+
+    def create(self, workflow_id: str, job_ids: Sequence[str], new: NewWorkflow,
+               outbox_due_ms: int) -> Workflow:
+        """Store the workflow and its steps in one transaction, marked unpublished."""
+        now = now_ms()
+        created_at = iso(now)
+        pipe = self._redis.pipeline(transaction=True)
+        dependents: list[list[str]] = [[] for _ in new.steps]
+        for index, step in enumerate(new.steps):
+            for dep in step.depends_on:
+                dependents[dep].append(keys.job(job_ids[index]))
+        for index, step in enumerate(new.steps):
+            self._create_step(pipe, workflow_id, job_ids, index, step, dependents[index], now)
+        fields = self._workflow_fields(new, job_ids, created_at)
+        self._create_record(pipe, keys.workflow(workflow_id), workflow_id, fields,
+                            WorkflowStatus.PENDING, now, keys.WORKFLOW_OUTBOX, outbox_due_ms,
+                            [keys.workflow_index_all(s) for s in keys.index_scopes(new.tenant)],
+                            [keys.workflow_status_index_prefix(s)
+                             for s in keys.index_scopes(new.tenant)])
+        pipe.execute()
+        return Workflow.from_hash({**{k: str(v) for k, v in fields.items()}, "id": workflow_id,
+                                   "status": str(WorkflowStatus.PENDING)})
+
+    def _create_step(self, pipe: redis.client.Pipeline, workflow_id: str,
+                     job_ids: Sequence[str], index: int, step: NewStep,
+                     dependents: list[str], now: int) -> None:
+        job_id = job_ids[index]
+        extra = {
+            "workflow_id": workflow_id, "workflow_key": keys.workflow(workflow_id),
+            "step_index": index,
+            "depends_on": json.dumps(list(step.depends_on)),
+            "dependency_ids": "|".join(job_ids[d] for d in step.depends_on),
+            "dependent_keys": "|".join(dependents), "deps_left": len(step.depends_on),
+            "when": json.dumps(list(step.when)),
+        }
+        if step.input_from_deps:
+            extra["input_from_deps"] = 1
+        fields = step.job.to_fields(iso(now)) | extra
+        status = JobStatus.WAITING if step.depends_on else JobStatus.PENDING
+        scopes = keys.index_scopes(step.job.tenant)
+        indexes = [keys.index_all(s) for s in scopes]
+        indexes += [keys.type_index(s, step.job.type) for s in scopes]
+        self._create_record(pipe, keys.job(job_id), job_id, fields, status, now, keys.OUTBOX,
+                            None, indexes, [keys.status_index_prefix(s) for s in scopes])
+
+    def _create_record(self, pipe: redis.client.Pipeline, key: str, record_id: str,
+                       fields: Mapping[str, Any], status: str, now: int, outbox: str,
+                       outbox_due_ms: int | None, indexes: list[str],
+                       status_prefixes: list[str]) -> None:
+        self._scripts.create(
+            keys=[key, keys.SEQUENCE, outbox, *indexes],
+            args=[record_id, json.dumps(fields), status, now,
+                  "" if outbox_due_ms is None else outbox_due_ms, "|".join(status_prefixes)],
+            client=pipe,
+        )
+
+    @staticmethod
+    def _workflow_fields(new: NewWorkflow, job_ids: Sequence[str],
+                         created_at: str) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "tenant": new.tenant, "name": new.name, "correlation_id": new.correlation_id,
+            "total_steps": len(new.steps), "completed_steps": 0, "failed_steps": 0,
+            "job_ids": json.dumps(list(job_ids)),
+            "step_keys": "|".join(keys.job(j) for j in job_ids),
+            "dag": json.dumps([list(s.depends_on) for s in new.steps]),
+            "forced_cuts": new.forced_cuts, "added_orders": new.added_orders,
+            "created_at": created_at, "updated_at": created_at,
+        }
+        optional = {"description": new.description, "webhook_url": new.webhook_url}
+        fields.update({k: v for k, v in optional.items() if v is not None})
+        return fields
+
+    def delete(self, workflow: Workflow, steps: Sequence[Job]) -> None:
+        """Remove a workflow whose canvas could not be published, with its steps."""
+        pipe = self._redis.pipeline(transaction=True)
+        for job in steps:
+            for scope in keys.index_scopes(job["tenant"]):
+                pipe.zrem(keys.index_all(scope), job.id)
+                pipe.zrem(keys.type_index(scope, job["type"]), job.id)
+                pipe.zrem(keys.status_index(scope, job.status), job.id)
+            pipe.zrem(keys.OUTBOX, job.id)
+            pipe.delete(keys.job(job.id))
+        for scope in keys.index_scopes(workflow["tenant"]):
+            pipe.zrem(keys.workflow_index_all(scope), workflow.id)
+            pipe.zrem(keys.workflow_status_index(scope, workflow.status), workflow.id)
+        pipe.zrem(keys.WORKFLOW_OUTBOX, workflow.id)
+        pipe.delete(keys.workflow(workflow.id))
+        pipe.execute()
+
+    def get(self, workflow_id: str, tenant: str = keys.ALL_TENANTS) -> Workflow | None:
+        """The workflow, or None when it does not exist or belongs to another tenant."""
+        raw = cast(dict[str, str], self._redis.hgetall(keys.workflow(workflow_id)))
+        if not raw or (tenant != keys.ALL_TENANTS and raw.get("tenant") != tenant):
+            return None
+        return Workflow.from_hash(raw)
+
+    def steps(self, workflow: Workflow) -> list[Job | None]:
+        """The step jobs in step order, in one round trip (None where one expired)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in workflow.job_ids:
+            pipe.hgetall(keys.job(job_id))
+        return [Job.from_hash(raw) if raw else None
+                for raw in cast(list[dict[str, str]], pipe.execute())]
+
+    def page(self, tenant: str, *, status: str | None = None, limit: int = 50,
+             cursor: str | None = None) -> WorkflowPage:
+        """Newest first; pass the returned cursor to continue."""
+        index = (keys.workflow_status_index(tenant, status) if status
+                 else keys.workflow_index_all(tenant))
+        upper = decode_cursor(cursor) if cursor else "+inf"
+        next_score, *hashes = self._scripts.page(
+            keys=[index], args=[upper, limit, "", keys.workflow(""), max(limit * 20, 1000)])
+        return WorkflowPage(
+            [Workflow.from_hash(dict(zip(h[::2], h[1::2], strict=True))) for h in hashes],
+            encode_cursor(next_score) if next_score else None)
+
+    def stats(self, tenant: str, since_ms: int) -> dict[str, int]:
+        """Counts of workflows created since `since_ms`, by status, in one round trip."""
+        low = since_ms * 1000
+        statuses = list(WorkflowStatus)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcount(keys.workflow_index_all(tenant), low, "+inf")
+        for status in statuses:
+            pipe.zcount(keys.workflow_status_index(tenant, status), low, "+inf")
+        total, *counts = pipe.execute()
+        return {"total": total, **dict(zip((str(s) for s in statuses), counts, strict=True))}
+
+    def cancel(self, workflow_id: str, tenant: str, reason: str,
+               terminate: bool) -> CancelOutcome:
+        outcome, status, cancelled, total, stopped = self._scripts.cancel_workflow(
+            keys=[keys.workflow(workflow_id), keys.LEASES],
+            args=[tenant, iso(), self._retention, reason, "1" if terminate else "0"])
+        return CancelOutcome(str(outcome), str(status), int(cancelled), int(total),
+                             [str(s) for s in stopped])
+
+    def published(self, workflow_id: str) -> None:
+        self._redis.zrem(keys.WORKFLOW_OUTBOX, workflow_id)
+
+    def due_outbox(self, limit: int = 20) -> list[str]:
+        return [str(w) for w in self._redis.zrangebyscore(
+            keys.WORKFLOW_OUTBOX, "-inf", now_ms(), 0, limit)]
+
+    def delay_outbox(self, workflow_id: str, due_ms: int) -> None:
+        self._redis.zadd(keys.WORKFLOW_OUTBOX, {workflow_id: due_ms}, xx=True)

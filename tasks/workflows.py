@@ -1,0 +1,155 @@
+"""Workflow creation, publication and cancellation: validation that needs the registry.
+
+A workflow is either stored and its canvas published, or not stored at all: the
+steps and the workflow are written in one transaction, the canvas is applied,
+and if the broker refuses it the records are removed before the caller hears of
+it. A crash in between is covered by the workflow outbox: the reaper applies
+the canvas again (steps that already ran stand down when delivered twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from celery.canvas import Signature
+
+from tasks.compiler import Node, plan, to_canvas
+from tasks.dispatch import Dispatcher
+from tasks.lifecycle import Lifecycle
+from tasks.store import NewJob
+from tasks.submission import BrokerUnavailable, InvalidJob, JobService, NotFound
+from tasks.workflow_store import NewStep, NewWorkflow, Workflow, WorkflowStore
+
+log = logging.getLogger(__name__)
+
+
+class InvalidWorkflow(ValueError):
+    def __init__(self, errors: Mapping[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = dict(errors)
+
+
+class NotCancellable(RuntimeError):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"Cannot cancel workflow in status: {status}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class CancelSummary:
+    cancelled: int
+    total: int
+    stopped: list[str]
+
+
+@dataclass
+class WorkflowService:
+    store: WorkflowStore
+    jobs: JobService
+    dispatcher: Dispatcher
+    lifecycle: Lifecycle
+    celery: Celery
+    max_steps: int
+
+    def create(self, tenant: str, request: Mapping[str, Any],
+               correlation_id: str) -> Workflow:
+        """Validate every step, store the workflow, publish its canvas."""
+        steps = self._validate(tenant, request, correlation_id)
+        layout = plan([s.depends_on for s in steps])
+        new = NewWorkflow(
+            tenant=tenant, name=request["name"].strip(), description=request.get("description"),
+            correlation_id=correlation_id, steps=steps, webhook_url=request.get("webhook_url"),
+            forced_cuts=layout.forced_cuts, added_orders=layout.added_orders)
+        workflow_id = str(uuid.uuid4())
+        job_ids = [str(uuid.uuid4()) for _ in steps]
+        workflow = self.store.create(workflow_id, job_ids, new, self.lifecycle.outbox_due())
+        signatures = [(job_id, step.job.priority, step.job.timeout)
+                      for step, job_id in zip(steps, job_ids, strict=True)]
+        try:
+            self._apply(workflow.id, layout.tree, signatures)
+        except Exception as exc:
+            self.store.delete(workflow, [j for j in self.store.steps(workflow) if j])
+            raise BrokerUnavailable(str(exc)) from exc
+        log.info("workflow %s created: %d steps, %d forced cuts", workflow_id, len(steps),
+                 layout.forced_cuts)
+        return workflow
+
+    def republish(self, workflow_id: str) -> bool:
+        """Apply a stored workflow's canvas again (the outbox: its first publish was lost)."""
+        workflow = self.store.get(workflow_id)
+        if workflow is None or workflow.status not in ("pending", "running"):
+            self.store.published(workflow_id)
+            return False
+        steps = self.store.steps(workflow)
+        if any(job is None for job in steps):
+            self.store.published(workflow_id)
+            return False
+        signatures = [(j.id, j["priority"], j["timeout"]) for j in steps if j]
+        try:
+            self._apply(workflow_id, plan(workflow["dag"]).tree, signatures)
+        except Exception:
+            log.warning("republishing workflow %s failed; the outbox keeps it", workflow_id,
+                        exc_info=True)
+            self.store.delay_outbox(workflow_id, self.lifecycle.outbox_due())
+            return False
+        return True
+
+    def cancel(self, workflow_id: str, tenant: str, reason: str,
+               terminate: bool) -> CancelSummary:
+        """Stop the workflow: no step that has not started will start."""
+        result = self.store.cancel(workflow_id, tenant, reason, terminate)
+        if result.outcome == "missing":
+            raise NotFound("WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
+        if result.outcome == "conflict":
+            raise NotCancellable(result.status)
+        if result.stopped:
+            self.celery.control.revoke(result.stopped, terminate=True, signal="SIGTERM")
+        return CancelSummary(result.cancelled, result.total, result.stopped)
+
+    def canvas(self, tree: Node, steps: Sequence[tuple[str, int, int]]) -> Signature:
+        """The Celery canvas for a plan: (job id, priority, timeout) per step."""
+        return to_canvas(tree, lambda i: self.dispatcher.step(*steps[i]),
+                         self.dispatcher.barrier)
+
+    def _apply(self, workflow_id: str, tree: Node,
+               steps: Sequence[tuple[str, int, int]]) -> None:
+        self.canvas(tree, steps).apply_async()
+        self.store.published(workflow_id)
+
+    def _validate(self, tenant: str, request: Mapping[str, Any],
+                  correlation_id: str) -> list[NewStep]:
+        raw_steps = request["steps"]
+        if len(raw_steps) > self.max_steps:
+            raise InvalidWorkflow({"steps": [
+                f"Workflow cannot have more than {self.max_steps} steps"]})
+        errors: dict[str, list[str]] = {}
+        steps: list[NewStep] = []
+        for index, raw in enumerate(raw_steps):
+            try:
+                steps.append(self._step(tenant, request, raw, correlation_id))
+            except InvalidJob as exc:
+                for name, messages in exc.errors.items():
+                    errors[f"Step {index}: {name}"] = messages
+        if errors:
+            raise InvalidWorkflow(errors)
+        return steps
+
+    def _step(self, tenant: str, request: Mapping[str, Any], raw: Mapping[str, Any],
+              correlation_id: str) -> NewStep:
+        depends_on = tuple(raw.get("depends_on") or ())
+        handler, parameters = self.jobs.validate(tenant, raw, image_from_deps=bool(depends_on))
+        settings = self.jobs.settings
+        priority = raw.get("priority", request["priority"])
+        new_job = NewJob(
+            tenant=tenant, type=handler.type, prompt=raw.get("prompt"), parameters=parameters,
+            priority=priority, requirements=handler.requirements(parameters).as_dict(),
+            correlation_id=correlation_id, retries=raw["retries"],
+            timeout=raw.get("timeout_seconds") or settings.job_timeout)
+        return NewStep(new_job, depends_on, tuple(raw.get("when") or ()),
+                       input_from_deps="image_url" not in parameters and bool(depends_on)
+                       and "image_url" in self.jobs.registry.schema(handler.type).fields)
