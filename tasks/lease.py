@@ -44,7 +44,8 @@ class LeaseKeeper:
             try:
                 if not self._lifecycle.heartbeat(self._job_id, self._token):
                     self.lost = True
-                    log.warning("lease on job %s was taken over; stopping", self._job_id)
+                    if not self._stop.is_set():  # else the run just finished and released it
+                        log.warning("lease on job %s was taken over; stopping", self._job_id)
                     return
             except redis.RedisError:
                 log.warning("could not renew the lease on job %s", self._job_id, exc_info=True)
