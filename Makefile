@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint bench clean
 
 install: $(STAMP)
 
@@ -21,8 +21,12 @@ test: install lint
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check app tasks workers tests
+	$(BIN)/ruff check app tasks workers tests benchmarks
 	$(BIN)/mypy
+
+# Workflow makespan / critical path beside raw Celery (about two minutes).
+bench: install
+	$(BIN)/python -m benchmarks.workflow_makespan
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -68,13 +68,14 @@ class Dispatcher:
         """The signature that runs one workflow step (its task id is the job id)."""
         return self.celery.signature(
             RUN_STEP, kwargs={"job_id": job_id}, immutable=True,
-            options={"task_id": job_id, "queue": self.queue,
+            options={"task_id": job_id, "queue": self.queue, "ignore_result": True,
                      "priority": broker_priority(priority, broker_is_redis=self.broker_is_redis),
                      "soft_time_limit": timeout, "time_limit": timeout + HARD_LIMIT_GRACE})
 
     def barrier(self) -> Signature:
         """A no-op that joins one group of steps before the next group starts."""
-        return self.celery.signature(JOIN, immutable=True, options={"queue": self.queue})
+        return self.celery.signature(JOIN, immutable=True,
+                                     options={"queue": self.queue, "ignore_result": True})
 
     def republish(self, job: Job, countdown: float | None = None) -> bool:
         """Publish a job the outbox covers; on failure the outbox retries later."""

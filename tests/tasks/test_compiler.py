@@ -12,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.compiler import (
-    InvalidDag, Parallel, Series, Step, implied_order, plan, to_canvas,
+    InvalidDag,
+    Parallel,
+    Series,
+    Step,
+    implied_order,
+    plan,
+    to_canvas,
 )
 
 app = Celery("compiler-tests", set_as_current=False)

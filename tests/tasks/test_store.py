@@ -37,7 +37,7 @@ def test_every_transition_moves_the_status_indexes_with_the_hash(
     claim = lifecycle.claim("j1", "tok", "w1", "m1", FAR)
     assert claim.outcome == "claimed" and claim.job is not None
     assert claim.job["attempts"] == 1
-    assert lifecycle.complete("j1", "tok", {"ok": True}) == "ok"
+    assert lifecycle.complete("j1", "tok", {"ok": True}).outcome == "ok"
     for scope in ("t1", keys.ALL_TENANTS):
         members = {s: client.zscore(keys.status_index(scope, s), "j1")
                    for s in ("pending", "running", "completed")}
@@ -75,8 +75,8 @@ def test_a_superseded_run_can_neither_renew_nor_finish(store: JobStore,
     time.sleep(0.4)
     lifecycle.claim("j1", "new", "w2", "m", FAR)
     assert lifecycle.heartbeat("j1", "old") is False
-    assert lifecycle.complete("j1", "old", {"stale": True}) == "lost"
-    assert lifecycle.complete("j1", "new", {"fresh": True}) == "ok"
+    assert lifecycle.complete("j1", "old", {"stale": True}).outcome == "lost"
+    assert lifecycle.complete("j1", "new", {"fresh": True}).outcome == "ok"
     assert store.get("j1")["result"] == {"fresh": True}
 
 
@@ -129,7 +129,7 @@ def test_retry_puts_the_job_back_in_pending_under_the_outbox(
         store: JobStore, lifecycle: Lifecycle, client: redis.Redis) -> None:
     store.create("j1", new_job(), outbox_due_ms=None)
     lifecycle.claim("j1", "tok", "w", "m", FAR)
-    assert lifecycle.retry("j1", "tok", "E", "boom", 1, countdown=10) == "ok"
+    assert lifecycle.retry("j1", "tok", "E", "boom", 1, countdown=10).outcome == "ok"
     job = store.get("j1")
     assert job.status == "pending" and job["retry_count"] == 1
     assert client.zscore(keys.OUTBOX, "j1") > time.time() * 1000 + 9000

@@ -13,7 +13,7 @@ from app.embedded_redis import RedisServer
 from tasks import keys
 from tests.support import wait_for
 from tests.tasks.test_compiler import dags
-from tests.workers.conftest import Stack, StackFactory
+from tests.workers.conftest import Stack
 
 pytestmark = pytest.mark.slow
 DONE = {"completed", "failed", "cancelled"}
@@ -122,8 +122,9 @@ def test_a_step_delivered_before_its_dependencies_waits_for_them(canvas_stack: S
     wait_for(lambda: (j := services.store.get(job_ids[0])) and j.status == "running", 10,
              message="step 0 to run")
     # When the second step's message arrives early (as from a misfired chord)
-    canvas_stack.app.extensions["celery"].send_task("chordline.run_step", kwargs={"job_id": job_ids[1]},
-                              task_id=job_ids[1], queue=services.settings.queue)
+    celery = canvas_stack.app.extensions["celery"]
+    celery.send_task("chordline.run_step", kwargs={"job_id": job_ids[1]}, task_id=job_ids[1],
+                     queue=services.settings.queue)
     wait_for(lambda: services.redis.hget(keys.job(job_ids[1]), "parked") == "1", 10,
              message="the early step to be parked")
     # Then it runs once, after the first step, released by the first step's completion
@@ -159,7 +160,7 @@ def test_a_lost_canvas_publish_is_published_again(stack: Stack) -> None:
     real_apply = services.workflows._apply
     services.workflows._apply = lambda *a, **k: None  # type: ignore[method-assign]
     try:
-        workflow_id, job_ids = create(stack, [[], [0]], 0.0)
+        workflow_id, _ = create(stack, [[], [0]], 0.0)
     finally:
         services.workflows._apply = real_apply  # type: ignore[method-assign]
     assert services.redis.zscore(keys.WORKFLOW_OUTBOX, workflow_id) is not None
