@@ -12,7 +12,7 @@ import binascii
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, Self, cast
 
 import redis
 
@@ -27,24 +27,26 @@ INT_FIELDS = ("progress", "priority", "attempts", "lost", "retries", "retry_coun
 
 
 @dataclass(frozen=True)
-class Job:
-    """A job as stored; `fields` holds the decoded hash."""
+class Record:
+    """A Redis hash decoded: its JSON and integer fields parsed, the rest kept as strings."""
 
+    json_fields: ClassVar[tuple[str, ...]] = ()
+    int_fields: ClassVar[tuple[str, ...]] = ()
     fields: Mapping[str, Any]
 
     @classmethod
-    def from_hash(cls, raw: Mapping[str, str]) -> Job:
+    def from_hash(cls, raw: Mapping[str, str]) -> Self:
         decoded: dict[str, Any] = dict(raw)
-        for name in JSON_FIELDS:
+        for name in cls.json_fields:
             if name in decoded:
                 decoded[name] = json.loads(decoded[name])
-        for name in INT_FIELDS:
+        for name in cls.int_fields:
             if name in decoded:
                 decoded[name] = int(decoded[name])
         return cls(decoded)
 
     @classmethod
-    def from_flat(cls, flat: list[str]) -> Job:
+    def from_flat(cls, flat: list[str]) -> Self:
         return cls.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
 
     def __getitem__(self, name: str) -> Any:
@@ -56,6 +58,14 @@ class Job:
     @property
     def id(self) -> str:
         return str(self.fields["id"])
+
+
+@dataclass(frozen=True)
+class Job(Record):
+    """A job as stored; `fields` holds the decoded hash."""
+
+    json_fields = JSON_FIELDS
+    int_fields = INT_FIELDS
 
     @property
     def status(self) -> JobStatus:

@@ -20,7 +20,7 @@ from tasks import keys
 from tasks.clock import iso, now_ms
 from tasks.scripts import Scripts
 from tasks.statuses import JobStatus, WorkflowStatus
-from tasks.store import Job, NewJob, decode_cursor, encode_cursor
+from tasks.store import Job, NewJob, Record, decode_cursor, encode_cursor
 
 INT_FIELDS = ("total_steps", "completed_steps", "failed_steps", "forced_cuts", "added_orders")
 JSON_FIELDS = ("job_ids", "error", "dag")
@@ -47,31 +47,11 @@ class NewWorkflow:
 
 
 @dataclass(frozen=True)
-class Workflow:
+class Workflow(Record):
     """A workflow as stored; `fields` holds the decoded hash."""
 
-    fields: Mapping[str, Any]
-
-    @classmethod
-    def from_hash(cls, raw: Mapping[str, str]) -> Workflow:
-        decoded: dict[str, Any] = dict(raw)
-        for name in JSON_FIELDS:
-            if name in decoded:
-                decoded[name] = json.loads(decoded[name])
-        for name in INT_FIELDS:
-            if name in decoded:
-                decoded[name] = int(decoded[name])
-        return cls(decoded)
-
-    def __getitem__(self, name: str) -> Any:
-        return self.fields[name]
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.fields.get(name, default)
-
-    @property
-    def id(self) -> str:
-        return str(self.fields["id"])
+    json_fields = JSON_FIELDS
+    int_fields = INT_FIELDS
 
     @property
     def status(self) -> WorkflowStatus:
@@ -215,7 +195,7 @@ class WorkflowStore:
         next_score, *hashes = self._scripts.page(
             keys=[index], args=[upper, limit, "", keys.workflow(""), max(limit * 20, 1000)])
         return WorkflowPage(
-            [Workflow.from_hash(dict(zip(h[::2], h[1::2], strict=True))) for h in hashes],
+            [Workflow.from_flat(h) for h in hashes],
             encode_cursor(next_score) if next_score else None)
 
     def stats(self, tenant: str, since_ms: int) -> dict[str, int]:
