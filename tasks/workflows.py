@@ -21,6 +21,7 @@ from celery.canvas import Signature
 from tasks.compiler import Node, plan, to_canvas
 from tasks.dispatch import Dispatcher
 from tasks.lifecycle import Lifecycle
+from tasks.statuses import WORKFLOW_ACTIVE
 from tasks.store import NewJob
 from tasks.submission import BrokerUnavailable, InvalidJob, JobService, NotFound
 from tasks.workflow_store import NewStep, NewWorkflow, Workflow, WorkflowStore
@@ -82,7 +83,7 @@ class WorkflowService:
     def republish(self, workflow_id: str) -> bool:
         """Apply a stored workflow's canvas again (the outbox: its first publish was lost)."""
         workflow = self.store.get(workflow_id)
-        if workflow is None or workflow.status not in ("pending", "running"):
+        if workflow is None or workflow.status not in WORKFLOW_ACTIVE:
             self.store.published(workflow_id)
             return False
         steps = self.store.steps(workflow)
