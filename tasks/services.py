@@ -68,7 +68,7 @@ class Services:
                                   settings.max_image_side)
         dispatcher = Dispatcher(celery, lifecycle, settings.queue, settings.broker_is_redis)
         jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, settings)
-        workflow_store = WorkflowStore(client, settings.job_retention)
+        workflow_store = WorkflowStore(client, store, settings.job_retention)
         workflows = WorkflowService(workflow_store, jobs, dispatcher, lifecycle, celery,
                                     settings.max_workflow_steps)
         step_inputs = StepInputs(client, registry, settings.max_output_side)

@@ -88,7 +88,7 @@ class NewJob:
     webhook_url: str | None = None
     workflow_id: str | None = None
     status: JobStatus = JobStatus.PENDING
-    extra: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_fields(self, created_at: str) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -124,8 +124,12 @@ class JobStore:
         self._scripts = Scripts(client)
         self._retention = retention
 
-    def create(self, job_id: str, new: NewJob, outbox_due_ms: int | None) -> Job:
-        """Store a job and its index entries; `outbox_due_ms` marks it unpublished."""
+    def create(self, job_id: str, new: NewJob, outbox_due_ms: int | None,
+               pipe: redis.client.Pipeline | None = None) -> Job:
+        """Store a job and its index entries; `outbox_due_ms` marks it unpublished.
+
+        With `pipe`, the write joins that pipeline (a workflow's transaction).
+        """
         now = now_ms()
         fields = new.to_fields(iso(now))
         scopes = keys.index_scopes(new.tenant)
@@ -136,6 +140,7 @@ class JobStore:
             args=[job_id, json.dumps(fields), str(new.status), now,
                   "" if outbox_due_ms is None else outbox_due_ms,
                   "|".join(keys.status_index_prefix(s) for s in scopes)],
+            client=pipe,
         )
         return Job.from_hash({**{k: str(v) for k, v in fields.items()},
                               "id": job_id, "status": str(new.status)})
@@ -145,15 +150,19 @@ class JobStore:
         job = self.get(job_id)
         if job is None:
             return
-        scopes = keys.index_scopes(job["tenant"])
         pipe = self._redis.pipeline()
-        for scope in scopes:
-            pipe.zrem(keys.index_all(scope), job_id)
-            pipe.zrem(keys.type_index(scope, job["type"]), job_id)
-            pipe.zrem(keys.status_index(scope, job.status), job_id)
-        pipe.zrem(keys.OUTBOX, job_id)
-        pipe.delete(keys.job(job_id))
+        self.remove(job, pipe)
         pipe.execute()
+
+    @staticmethod
+    def remove(job: Job, pipe: redis.client.Pipeline) -> None:
+        """Queue the removal of a job and its index entries on `pipe`."""
+        for scope in keys.index_scopes(job["tenant"]):
+            pipe.zrem(keys.index_all(scope), job.id)
+            pipe.zrem(keys.type_index(scope, job["type"]), job.id)
+            pipe.zrem(keys.status_index(scope, job.status), job.id)
+        pipe.zrem(keys.OUTBOX, job.id)
+        pipe.delete(keys.job(job.id))
 
     def get(self, job_id: str, tenant: str = keys.ALL_TENANTS) -> Job | None:
         """The job, or None when it does not exist or belongs to another tenant."""

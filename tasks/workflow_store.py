@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import redis
@@ -20,7 +20,7 @@ from tasks import keys
 from tasks.clock import iso, now_ms
 from tasks.scripts import Scripts
 from tasks.statuses import JobStatus, WorkflowStatus
-from tasks.store import Job, NewJob, Record, decode_cursor, encode_cursor
+from tasks.store import Job, JobStore, NewJob, Record, decode_cursor, encode_cursor
 
 INT_FIELDS = ("total_steps", "completed_steps", "failed_steps", "forced_cuts", "added_orders")
 JSON_FIELDS = ("job_ids", "error", "dag")
@@ -78,9 +78,10 @@ class CancelOutcome:
 
 
 class WorkflowStore:
-    def __init__(self, client: redis.Redis, retention: int) -> None:
+    def __init__(self, client: redis.Redis, jobs: JobStore, retention: int) -> None:
         self._redis = client
         self._scripts = Scripts(client)
+        self._jobs = jobs
         self._retention = retention
 
     def create(self, workflow_id: str, job_ids: Sequence[str], new: NewWorkflow,
@@ -94,24 +95,25 @@ class WorkflowStore:
             for dep in step.depends_on:
                 dependents[dep].append(keys.job(job_ids[index]))
         for index, step in enumerate(new.steps):
-            self._create_step(pipe, workflow_id, job_ids, index, step, dependents[index], now)
+            self._create_step(pipe, workflow_id, job_ids, index, step, dependents[index])
         fields = self._workflow_fields(new, job_ids, created_at)
-        self._create_record(pipe, keys.workflow(workflow_id), workflow_id, fields,
-                            WorkflowStatus.PENDING, now, keys.WORKFLOW_OUTBOX, outbox_due_ms,
-                            [keys.workflow_index_all(s) for s in keys.index_scopes(new.tenant)],
-                            [keys.workflow_status_index_prefix(s)
-                             for s in keys.index_scopes(new.tenant)])
+        scopes = keys.index_scopes(new.tenant)
+        self._scripts.create(
+            keys=[keys.workflow(workflow_id), keys.SEQUENCE, keys.WORKFLOW_OUTBOX,
+                  *(keys.workflow_index_all(s) for s in scopes)],
+            args=[workflow_id, json.dumps(fields), WorkflowStatus.PENDING, now, outbox_due_ms,
+                  "|".join(keys.workflow_status_index_prefix(s) for s in scopes)],
+            client=pipe,
+        )
         pipe.execute()
         return Workflow.from_hash({**{k: str(v) for k, v in fields.items()}, "id": workflow_id,
                                    "status": str(WorkflowStatus.PENDING)})
 
     def _create_step(self, pipe: redis.client.Pipeline, workflow_id: str,
                      job_ids: Sequence[str], index: int, step: NewStep,
-                     dependents: list[str], now: int) -> None:
-        job_id = job_ids[index]
-        extra = {
-            "workflow_id": workflow_id, "workflow_key": keys.workflow(workflow_id),
-            "step_index": index,
+                     dependents: list[str]) -> None:
+        extra: dict[str, Any] = {
+            "workflow_key": keys.workflow(workflow_id), "step_index": index,
             "depends_on": json.dumps(list(step.depends_on)),
             "dependency_ids": "|".join(job_ids[d] for d in step.depends_on),
             "dependent_keys": "|".join(dependents), "deps_left": len(step.depends_on),
@@ -119,24 +121,9 @@ class WorkflowStore:
         }
         if step.input_from_deps:
             extra["input_from_deps"] = 1
-        fields = step.job.to_fields(iso(now)) | extra
         status = JobStatus.WAITING if step.depends_on else JobStatus.PENDING
-        scopes = keys.index_scopes(step.job.tenant)
-        indexes = [keys.index_all(s) for s in scopes]
-        indexes += [keys.type_index(s, step.job.type) for s in scopes]
-        self._create_record(pipe, keys.job(job_id), job_id, fields, status, now, keys.OUTBOX,
-                            None, indexes, [keys.status_index_prefix(s) for s in scopes])
-
-    def _create_record(self, pipe: redis.client.Pipeline, key: str, record_id: str,
-                       fields: Mapping[str, Any], status: str, now: int, outbox: str,
-                       outbox_due_ms: int | None, indexes: list[str],
-                       status_prefixes: list[str]) -> None:
-        self._scripts.create(
-            keys=[key, keys.SEQUENCE, outbox, *indexes],
-            args=[record_id, json.dumps(fields), status, now,
-                  "" if outbox_due_ms is None else outbox_due_ms, "|".join(status_prefixes)],
-            client=pipe,
-        )
+        job = replace(step.job, workflow_id=workflow_id, status=status, extra=extra)
+        self._jobs.create(job_ids[index], job, None, pipe)
 
     @staticmethod
     def _workflow_fields(new: NewWorkflow, job_ids: Sequence[str],
@@ -158,12 +145,7 @@ class WorkflowStore:
         """Remove a workflow whose canvas could not be published, with its steps."""
         pipe = self._redis.pipeline(transaction=True)
         for job in steps:
-            for scope in keys.index_scopes(job["tenant"]):
-                pipe.zrem(keys.index_all(scope), job.id)
-                pipe.zrem(keys.type_index(scope, job["type"]), job.id)
-                pipe.zrem(keys.status_index(scope, job.status), job.id)
-            pipe.zrem(keys.OUTBOX, job.id)
-            pipe.delete(keys.job(job.id))
+            self._jobs.remove(job, pipe)
         for scope in keys.index_scopes(workflow["tenant"]):
             pipe.zrem(keys.workflow_index_all(scope), workflow.id)
             pipe.zrem(keys.workflow_status_index(scope, workflow.status), workflow.id)
