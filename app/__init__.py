@@ -13,7 +13,7 @@ from app.config import Settings
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from defaults, then the environment, then `overrides` (tests win)."""
-    from app.api import artifacts, health, jobs, workflows
+    from app.api import artifacts, events, health, jobs, workflows
     from app.auth import KeyRing, init_correlation
     from app.errors import register_error_handlers
     from tasks.celery_app import celery_init_app
@@ -36,6 +36,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(jobs.bp, url_prefix="/api/jobs")
     app.register_blueprint(artifacts.bp, url_prefix="/api/artifacts")
     app.register_blueprint(workflows.bp, url_prefix="/api/workflows")
+    app.register_blueprint(events.bp, url_prefix="/api/events")
     return app
 
 

@@ -111,6 +111,18 @@ class Settings:
         default=50, metadata=_env("CHORDLINE_MAX_WORKFLOW_STEPS", int)
     )
     max_output_side: int = field(default=8192, metadata=_env("CHORDLINE_MAX_OUTPUT_SIDE", int))
+    # Events: the global log keeps this many seconds (each job's and workflow's
+    # own history lives as long as the record, `job_retention`).
+    event_retention: int = field(default=86400, metadata=_env("CHORDLINE_EVENT_RETENTION", int))
+    # WebSocket: events a socket may have unsent before it is closed as too slow
+    # (1013), the keep-alive ping period, and subscriptions per socket.
+    ws_queue_size: int = field(default=1000, metadata=_env("CHORDLINE_WS_QUEUE_SIZE", int))
+    ws_ping_interval: float = field(
+        default=25.0, metadata=_env("CHORDLINE_WS_PING_INTERVAL", float)
+    )
+    ws_max_subscriptions: int = field(
+        default=100, metadata=_env("CHORDLINE_WS_MAX_SUBSCRIPTIONS", int)
+    )
 
     def __post_init__(self) -> None:
         if not self.broker_url:
@@ -125,7 +137,8 @@ class Settings:
         for name in ("lease_seconds", "reaper_interval", "heartbeat_interval", "redis_timeout",
                      "max_deliveries", "job_timeout", "max_body_bytes", "max_upload_bytes",
                      "max_prompt_length", "max_image_side", "max_output_side",
-                     "max_workflow_steps"):
+                     "max_workflow_steps", "event_retention", "ws_queue_size",
+                     "ws_ping_interval", "ws_max_subscriptions"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_var(name)} must be positive")
         if self.reaper_interval >= self.lease_seconds:

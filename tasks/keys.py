@@ -80,6 +80,23 @@ WORKFLOW_INDEX_PATTERN = f"{PREFIX}:widx:*"
 WORKFLOW_OUTBOX = f"{PREFIX}:workflow-outbox"
 
 
+# Every event, in order: the history operators read and replay from (see tasks/events.py).
+EVENT_LOG = f"{PREFIX}:events"
+
+
+def event_channel(database: int) -> str:
+    """The live pub/sub channel; channels span databases, so its name carries the database."""
+    return f"{PREFIX}:events:live:{database}"
+
+
+def job_events(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def workflow_events(workflow_id: str) -> str:
+    return f"{PREFIX}:workflow:{workflow_id}:events"
+
+
 def artifact(artifact_id: str) -> str:
     return f"{PREFIX}:artifact:{artifact_id}"
 

@@ -3,9 +3,9 @@
 A SIGKILLed worker fires no signal and, on Redis, its unacked messages return
 only after the visibility timeout. Every worker runs this reaper on a timer:
 jobs whose lease expired are queued again (or failed, once they have lost their
-worker `max_deliveries` times), and jobs and workflows left in the outboxes are
-published again. A workflow step goes out as the message it came in, so its
-workflow's canvas goes on after it.
+worker `max_deliveries` times), jobs and workflows left in the outboxes are
+published again, and the event log is trimmed to its retention. A workflow step
+goes out as the message it came in, so its workflow's canvas goes on after it.
 Running it on many workers at once is safe: each step is one atomic script.
 """
 
@@ -19,6 +19,7 @@ import redis
 from tasks import keys
 from tasks.clock import now_ms
 from tasks.dispatch import Dispatcher
+from tasks.events import EventLog
 from tasks.lifecycle import Lifecycle
 from tasks.statuses import JobStatus
 from tasks.store import JobStore
@@ -36,6 +37,8 @@ class Reaper:
     dispatcher: Dispatcher
     workflows: WorkflowService
     retention: int
+    events: EventLog
+    event_retention: int
 
     def tick(self) -> dict[str, int]:
         """One pass; returns how many jobs it requeued, failed and republished."""
@@ -53,6 +56,7 @@ class Reaper:
         for workflow_id in self.workflows.store.due_outbox():
             log.info("publishing workflow %s again", workflow_id)
             counts["republished"] += self.workflows.republish(workflow_id)
+        self.events.trim(self.event_retention, now_ms())
         self._prune()
         return counts
 

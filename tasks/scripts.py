@@ -8,6 +8,8 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
+from tasks.events import lua_prelude
+
 
 @cache
 def _source(name: str) -> str:
@@ -20,6 +22,7 @@ class Scripts:
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
+        self._prelude = lua_prelude(client)
         self._loaded: dict[str, Script] = {}
 
     def __getattr__(self, name: str) -> Script:
@@ -27,5 +30,6 @@ class Scripts:
             raise AttributeError(name)
         script = self._loaded.get(name)
         if script is None:
-            script = self._loaded[name] = self._client.register_script(_source(name))
+            source = self._prelude + _source(name)
+            script = self._loaded[name] = self._client.register_script(source)
         return script

@@ -13,6 +13,7 @@ from redis.retry import Retry
 from app.config import Settings
 from tasks.artifacts import ArtifactStore
 from tasks.dispatch import Dispatcher
+from tasks.events import EventLog
 from tasks.handlers.base import Limits
 from tasks.handlers.registry import HandlerRegistry, build_registry
 from tasks.inputs import StepInputs
@@ -52,6 +53,7 @@ class Services:
     workflow_store: WorkflowStore
     workflows: WorkflowService
     step_inputs: StepInputs
+    events: EventLog
 
     @classmethod
     def build(cls, settings: Settings, celery: Celery) -> Services:
@@ -73,7 +75,7 @@ class Services:
                                     settings.max_workflow_steps)
         step_inputs = StepInputs(client, registry, settings.max_output_side)
         return cls(settings, client, registry, store, lifecycle, artifacts, dispatcher, jobs,
-                   workflow_store, workflows, step_inputs)
+                   workflow_store, workflows, step_inputs, EventLog(client))
 
 
 def current_services() -> Services:

@@ -18,6 +18,7 @@ import redis
 
 from tasks import keys
 from tasks.clock import iso, now_ms
+from tasks.events import EventLog, EventType
 from tasks.scripts import Scripts
 from tasks.statuses import CANCELLABLE, JobStatus
 
@@ -131,7 +132,7 @@ class JobStore:
         With `pipe`, the write joins that pipeline (a workflow's transaction).
         """
         now = now_ms()
-        fields = new.to_fields(iso(now))
+        fields = {**new.to_fields(iso(now)), "events_key": keys.job_events(job_id)}
         scopes = keys.index_scopes(new.tenant)
         indexes = [keys.index_all(s) for s in scopes]
         indexes += [keys.type_index(s, new.type) for s in scopes]
@@ -139,14 +140,15 @@ class JobStore:
             keys=[keys.job(job_id), keys.SEQUENCE, keys.OUTBOX, *indexes],
             args=[job_id, json.dumps(fields), str(new.status), now,
                   "" if outbox_due_ms is None else outbox_due_ms,
-                  "|".join(keys.status_index_prefix(s) for s in scopes)],
+                  "|".join(keys.status_index_prefix(s) for s in scopes),
+                  EventType.JOB_QUEUED if new.status == JobStatus.PENDING else "", iso(now)],
             client=pipe,
         )
         return Job.from_hash({**{k: str(v) for k, v in fields.items()},
                               "id": job_id, "status": str(new.status)})
 
     def delete(self, job_id: str) -> None:
-        """Remove a job that never became visible (its publish failed)."""
+        """Remove a job that never became visible (its publish failed), and its events."""
         job = self.get(job_id)
         if job is None:
             return
@@ -154,9 +156,12 @@ class JobStore:
         self.remove(job, pipe)
         pipe.execute()
 
-    @staticmethod
-    def remove(job: Job, pipe: redis.client.Pipeline) -> None:
-        """Queue the removal of a job and its index entries on `pipe`."""
+    def remove(self, job: Job, pipe: redis.client.Pipeline) -> None:
+        """Queue the removal of a job, its index entries and its events on `pipe`."""
+        event_ids = EventLog(self._redis).ids(keys.job_events(job.id))
+        if event_ids:
+            pipe.xdel(keys.EVENT_LOG, *event_ids)
+        pipe.delete(keys.job_events(job.id))
         for scope in keys.index_scopes(job["tenant"]):
             pipe.zrem(keys.index_all(scope), job.id)
             pipe.zrem(keys.type_index(scope, job["type"]), job.id)

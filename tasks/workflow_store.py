@@ -96,13 +96,14 @@ class WorkflowStore:
                 dependents[dep].append(keys.job(job_ids[index]))
         for index, step in enumerate(new.steps):
             self._create_step(pipe, workflow_id, job_ids, index, step, dependents[index])
-        fields = self._workflow_fields(new, job_ids, created_at)
+        fields = self._workflow_fields(workflow_id, new, job_ids, created_at)
         scopes = keys.index_scopes(new.tenant)
         self._scripts.create(
             keys=[keys.workflow(workflow_id), keys.SEQUENCE, keys.WORKFLOW_OUTBOX,
                   *(keys.workflow_index_all(s) for s in scopes)],
             args=[workflow_id, json.dumps(fields), WorkflowStatus.PENDING, now, outbox_due_ms,
-                  "|".join(keys.workflow_status_index_prefix(s) for s in scopes)],
+                  "|".join(keys.workflow_status_index_prefix(s) for s in scopes), "",
+                  created_at],
             client=pipe,
         )
         pipe.execute()
@@ -114,6 +115,7 @@ class WorkflowStore:
                      dependents: list[str]) -> None:
         extra: dict[str, Any] = {
             "workflow_key": keys.workflow(workflow_id), "step_index": index,
+            "workflow_events_key": keys.workflow_events(workflow_id),
             "depends_on": json.dumps(list(step.depends_on)),
             "dependency_ids": "|".join(job_ids[d] for d in step.depends_on),
             "dependent_keys": "|".join(dependents), "deps_left": len(step.depends_on),
@@ -126,7 +128,7 @@ class WorkflowStore:
         self._jobs.create(job_ids[index], job, None, pipe)
 
     @staticmethod
-    def _workflow_fields(new: NewWorkflow, job_ids: Sequence[str],
+    def _workflow_fields(workflow_id: str, new: NewWorkflow, job_ids: Sequence[str],
                          created_at: str) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "tenant": new.tenant, "name": new.name, "correlation_id": new.correlation_id,
@@ -135,6 +137,7 @@ class WorkflowStore:
             "step_keys": "|".join(keys.job(j) for j in job_ids),
             "dag": json.dumps([list(s.depends_on) for s in new.steps]),
             "forced_cuts": new.forced_cuts, "added_orders": new.added_orders,
+            "events_key": keys.workflow_events(workflow_id),
             "created_at": created_at, "updated_at": created_at,
         }
         optional = {"description": new.description, "webhook_url": new.webhook_url}
@@ -150,7 +153,7 @@ class WorkflowStore:
             pipe.zrem(keys.workflow_index_all(scope), workflow.id)
             pipe.zrem(keys.workflow_status_index(scope, workflow.status), workflow.id)
         pipe.zrem(keys.WORKFLOW_OUTBOX, workflow.id)
-        pipe.delete(keys.workflow(workflow.id))
+        pipe.delete(keys.workflow(workflow.id), keys.workflow_events(workflow.id))
         pipe.execute()
 
     def get(self, workflow_id: str, tenant: str = keys.ALL_TENANTS) -> Workflow | None:

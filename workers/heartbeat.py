@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import redis
 
 from tasks import keys
 from tasks.clock import iso, now_ms
 from tasks.reaper import Reaper
+from tasks.scripts import Scripts
 from tasks.services import Services
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,9 @@ class WorkerHeartbeat:
             "queues": services.settings.queue}
         self._reaper = Reaper(services.redis, services.store, services.lifecycle,
                               services.dispatcher, services.workflows,
-                              services.settings.job_retention)
+                              services.settings.job_retention, services.events,
+                              services.settings.event_retention)
+        self._scripts = Scripts(services.redis)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chordline-heartbeat",
                                         daemon=True)
@@ -43,23 +46,19 @@ class WorkerHeartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
         try:
-            pipe = self._s.redis.pipeline()
-            pipe.delete(keys.worker(self._hostname))
-            pipe.zrem(keys.WORKERS, self._hostname)
-            pipe.execute()
+            self._scripts.worker_gone(keys=[keys.worker(self._hostname), keys.WORKERS],
+                                      args=[self._hostname, iso()])
         except redis.RedisError:
             log.warning("could not remove worker %s from Redis", self._hostname)
 
     def beat(self) -> None:
-        ttl = liveness_ttl(self._s)
-        pipe = self._s.redis.pipeline()
-        record: dict[str, str | int] = {**self._info, "last_seen": iso()}
-        pipe.hset(keys.worker(self._hostname), mapping=cast(Mapping[Any, Any], record))
-        pipe.expire(keys.worker(self._hostname), ttl)
-        pipe.zadd(keys.WORKERS, {self._hostname: now_ms()})
-        # Workers that died without a goodbye (SIGKILL) leave the set here.
-        pipe.zremrangebyscore(keys.WORKERS, "-inf", now_ms() - ttl * 1000)
-        pipe.execute()
+        """Refresh this worker's record; workers that died without a goodbye go offline."""
+        gone = self._scripts.worker_beat(
+            keys=[keys.worker(self._hostname), keys.WORKERS],
+            args=[self._hostname, json.dumps(self._info), liveness_ttl(self._s), now_ms(),
+                  iso()])
+        for hostname in gone:
+            log.warning("worker %s stopped beating: announced offline", hostname)
 
     def _loop(self) -> None:
         interval = min(self._s.settings.heartbeat_interval, self._s.settings.reaper_interval)

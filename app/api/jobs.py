@@ -7,9 +7,11 @@ from typing import Any
 from flask import g
 
 from app.api import api_blueprint, json_body, query
+from app.api.events import history
 from app.auth import current_tenant
 from app.errors import ApiError, validation_failed
 from app.schemas.jobs import JOB, JOB_CANCEL, JOB_LIST_QUERY, JOB_SUBMIT, TIMEFRAME_QUERY
+from tasks import keys
 from tasks.clock import now_ms
 from tasks.services import current_services
 from tasks.statuses import SUBMITTED
@@ -44,6 +46,14 @@ def status(job_id: str) -> dict[str, Any]:
     if job is None:
         raise ApiError(404, "JOB_NOT_FOUND", f"Job with ID {job_id} not found")
     return {"success": True, "job": JOB.dump(job.fields)}
+
+
+@bp.get("/<job_id>/events")
+def events(job_id: str) -> dict[str, Any]:
+    """The job's history, oldest first (`since` an event id to resume after it)."""
+    if current_services().store.get(job_id, current_tenant()) is None:
+        raise ApiError(404, "JOB_NOT_FOUND", f"Job with ID {job_id} not found")
+    return history(keys.job_events(job_id))
 
 
 @bp.post("/<job_id>/cancel")

@@ -7,6 +7,7 @@ from typing import Any
 from flask import g
 
 from app.api import api_blueprint, json_body, query
+from app.api.events import history
 from app.api.jobs import TIMEFRAMES_MS
 from app.auth import current_tenant
 from app.errors import ApiError, validation_failed
@@ -18,6 +19,7 @@ from app.schemas.workflows import (
     WORKFLOW_CREATE,
     WORKFLOW_LIST_QUERY,
 )
+from tasks import keys
 from tasks.clock import now_ms
 from tasks.services import current_services
 from tasks.statuses import JobStatus
@@ -54,6 +56,13 @@ def status(workflow_id: str) -> dict[str, Any]:
     steps = [(i, job) for i, job in enumerate(store.steps(workflow)) if job is not None]
     return {"success": True, "workflow": _summary(workflow, [job for _, job in steps]),
             "steps": [_step(i, job) for i, job in steps]}
+
+
+@bp.get("/<workflow_id>/events")
+def events(workflow_id: str) -> dict[str, Any]:
+    """The workflow's history with its steps' events, oldest first."""
+    _get(workflow_id)
+    return history(keys.workflow_events(workflow_id))
 
 
 @bp.post("/<workflow_id>/cancel")

@@ -16,4 +16,6 @@ local count, stopped = cancel_steps(wf, ARGV[2], ARGV[3],
   error_json('WORKFLOW_CANCELLED', ARGV[4], ARGV[2]), ARGV[5] == '1', KEYS[2])
 redis.call('HSET', wf, 'cancelled_at', ARGV[2], 'cancel_reason', ARGV[4])
 finish(wf, 'cancelled', ARGV[2], ARGV[3])
+emit_workflow(EV.WORKFLOW_CANCELLED, wf, ARGV[2], {reason = ARGV[4], cancelled_steps = count,
+  terminated = stopped})
 return {'ok', 'cancelled', count, total, stopped}

@@ -45,5 +45,8 @@ local wf = redis.call('HGET', job, 'workflow_key')
 if wf and redis.call('HGET', wf, 'status') == 'pending' then
   set_status(wf, 'running')
   redis.call('HSET', wf, 'started_at', ARGV[6], 'updated_at', ARGV[6])
+  emit_workflow(EV.WORKFLOW_STARTED, wf, ARGV[6], {})
 end
+emit_job(EV.JOB_STARTED, job, ARGV[6], {attempt = tonumber(redis.call('HGET', job, 'attempts')),
+  machine_id = ARGV[5]})
 return {'claimed', 'running', redis.call('HGETALL', job)}

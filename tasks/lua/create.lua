@@ -1,7 +1,8 @@
 -- Create a job record and its index entries in one step.
 -- KEYS[1] job hash, KEYS[2] sequence, KEYS[3] outbox, KEYS[4..] indexes to add to
 -- ARGV[1] job id, ARGV[2] fields (JSON), ARGV[3] status, ARGV[4] now (ms),
--- ARGV[5] outbox due (ms, '' for none), ARGV[6] status index prefixes ('|'-joined)
+-- ARGV[5] outbox due (ms, '' for none), ARGV[6] status index prefixes ('|'-joined),
+-- ARGV[7] the event that announces a job ('' for none), ARGV[8] now (ISO)
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('job exists')
 end
@@ -15,5 +16,9 @@ for i = 4, #KEYS do
 end
 if ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+end
+if ARGV[7] ~= '' then
+  emit_job(ARGV[7], KEYS[1], ARGV[8], {type = redis.call('HGET', KEYS[1], 'type'),
+    priority = tonumber(redis.call('HGET', KEYS[1], 'priority'))})
 end
 return tostring(score)

@@ -11,5 +11,6 @@ if ARGV[2] ~= '' then
 end
 if ARGV[3] ~= '' and tonumber(ARGV[3]) > tonumber(redis.call('HGET', job, 'progress') or '0') then
   redis.call('HSET', job, 'progress', ARGV[3], 'updated_at', ARGV[4])
+  emit_job(EV.JOB_PROGRESS, job, ARGV[4], {progress = tonumber(ARGV[3])})
 end
 return 1

@@ -1,6 +1,63 @@
--- Shared helpers, prepended to every script by tasks/scripts.py.
--- Index key names come from the job hash (written by create.lua from
+-- Shared helpers, prepended to every script by tasks/scripts.py (after the
+-- EVENT_LOG, EVENT_CHANNEL and EV names it generates from tasks/events.py).
+-- Index and stream key names come from the job hash (written by create.lua from
 -- tasks/keys.py), so no script spells a key name of its own.
+
+local function nullable(value)
+  if value == nil or value == false or value == '' then return cjson.null end
+  return value
+end
+
+local function decoded(json_text)
+  if not json_text or json_text == '' then return cjson.null end
+  return cjson.decode(json_text)
+end
+
+-- Append one event to the global log and to `streams` (pairs of a stream and
+-- the key whose expiry it shares), then publish it live. The global log's id
+-- is the event id everywhere, so every copy sorts the same way.
+local function emit(etype, ts, subject, data)
+  local event = {type = etype, ts = ts, tenant = nullable(subject.tenant),
+    job_id = nullable(subject.job_id), workflow_id = nullable(subject.workflow_id),
+    step_index = subject.step_index and tonumber(subject.step_index) or cjson.null,
+    correlation_id = nullable(subject.correlation_id), worker = nullable(subject.worker),
+    data = data or {}}
+  local body = cjson.encode(event)
+  local id = redis.call('XADD', EVENT_LOG, '*', 'event', body)
+  local streams = subject.streams or {}
+  for i = 1, #streams, 2 do
+    -- pcall: a copy refused (an id behind the stream's last) must not abort a
+    -- script whose writes have already happened.
+    redis.pcall('XADD', streams[i], id, 'event', body)
+    local ttl = redis.call('TTL', streams[i + 1])
+    if ttl > 0 then redis.call('EXPIRE', streams[i], ttl) end
+  end
+  event.id = id
+  redis.call('PUBLISH', EVENT_CHANNEL, cjson.encode(event))
+  return id
+end
+
+local function emit_job(etype, job, ts, data)
+  local f = redis.call('HMGET', job, 'id', 'tenant', 'workflow_id', 'step_index',
+    'correlation_id', 'worker_id', 'events_key', 'workflow_events_key', 'workflow_key')
+  local streams = {}
+  if f[7] then streams = {f[7], job} end
+  if f[8] then streams[#streams + 1] = f[8]; streams[#streams + 1] = f[9] end
+  return emit(etype, ts, {job_id = f[1], tenant = f[2], workflow_id = f[3],
+    step_index = f[4], correlation_id = f[5], worker = f[6], streams = streams}, data)
+end
+
+local function emit_workflow(etype, wf, ts, data)
+  local f = redis.call('HMGET', wf, 'id', 'tenant', 'correlation_id', 'events_key')
+  local streams = {}
+  if f[4] then streams = {f[4], wf} end
+  return emit(etype, ts, {workflow_id = f[1], tenant = f[2], correlation_id = f[3],
+    streams = streams}, data)
+end
+
+local function emit_worker(etype, hostname, ts, data)
+  return emit(etype, ts, {worker = hostname}, data)
+end
 
 local function set_status(job_key, new_status)
   local old = redis.call('HGET', job_key, 'status')
@@ -47,6 +104,23 @@ local function finish(job_key, status, ts, retention)
   if tonumber(retention) > 0 then redis.call('EXPIRE', job_key, retention) end
 end
 
+local FINISHED = {completed = EV.JOB_COMPLETED, failed = EV.JOB_FAILED,
+  cancelled = EV.JOB_CANCELLED, skipped = EV.JOB_SKIPPED}
+
+-- A job reached a terminal status: its event says what it produced, or why not.
+local function emit_finished(job, status, ts)
+  local data
+  if status == 'completed' then
+    data = {result = decoded(redis.call('HGET', job, 'result'))}
+  elseif status == 'skipped' then
+    local result = decoded(redis.call('HGET', job, 'result'))
+    data = {reason = result ~= cjson.null and result.reason or cjson.null}
+  else
+    data = {error = decoded(redis.call('HGET', job, 'error'))}
+  end
+  return emit_job(FINISHED[status], job, ts, data)
+end
+
 local function split(joined)
   local out = {}
   for part in string.gmatch(joined or '', '[^|]+') do out[#out + 1] = part end
@@ -72,6 +146,7 @@ local function cancel_steps(wf, ts, retention, error, running, leases_key)
       redis.call('HSET', key, 'error', error, 'cancelled_at', ts)
       redis.call('HDEL', key, 'parked')
       finish(key, 'cancelled', ts, retention)
+      emit_finished(key, 'cancelled', ts)
       count = count + 1
     end
   end
@@ -95,6 +170,7 @@ local function settle_step(job, status, ts, retention, outbox, due)
       if left <= 0 and redis.call('HGET', dep, 'status') == 'waiting' then
         set_status(dep, 'pending')
         redis.call('HSET', dep, 'updated_at', ts)
+        emit_job(EV.JOB_QUEUED, dep, ts, {type = redis.call('HGET', dep, 'type')})
         if redis.call('HDEL', dep, 'parked') == 1 then
           local id = redis.call('HGET', dep, 'id')
           redis.call('ZADD', outbox, due, id)
@@ -104,6 +180,7 @@ local function settle_step(job, status, ts, retention, outbox, due)
     end
     if workflow_active(wf_status) and done >= tonumber(redis.call('HGET', wf, 'total_steps')) then
       finish(wf, 'completed', ts, retention)
+      emit_workflow(EV.WORKFLOW_COMPLETED, wf, ts, {total_steps = done})
     end
   elseif status == 'failed' then
     redis.call('HINCRBY', wf, 'failed_steps', 1)
@@ -113,16 +190,19 @@ local function settle_step(job, status, ts, retention, outbox, due)
       local message = 'Step ' .. index .. ' failed: ' .. tostring(cause.message or cause.code or '')
       redis.call('HSET', wf, 'error', cjson.encode({code = 'STEP_FAILED', message = message,
         step_index = tonumber(index), job_id = redis.call('HGET', job, 'id'), timestamp = ts}))
+      local error = redis.call('HGET', wf, 'error')
       cancel_steps(wf, ts, retention,
         error_json('WORKFLOW_FAILED', 'Not run: ' .. message, ts), false, nil)
       finish(wf, 'failed', ts, retention)
+      emit_workflow(EV.WORKFLOW_FAILED, wf, ts, {error = cjson.decode(error)})
     end
   end
   return ready
 end
 
--- Finish a job, and settle its workflow if it is a step.
+-- Finish a job, say so, and settle its workflow if it is a step.
 local function finish_job(job, status, ts, retention, outbox, due)
   finish(job, status, ts, retention)
+  emit_finished(job, status, ts)
   return settle_step(job, status, ts, retention, outbox, due)
 end

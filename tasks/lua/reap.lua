@@ -27,5 +27,7 @@ if lost >= tonumber(ARGV[3]) then
 end
 set_status(job, 'pending')
 redis.call('HSET', job, 'updated_at', ARGV[5])
+emit_job(EV.JOB_RETRYING, job, ARGV[5], {lost = lost,
+  error = decoded(error_json('WORKER_LOST', 'The worker running it was lost', ARGV[5]))})
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return 'requeued'

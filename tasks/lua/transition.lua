@@ -33,4 +33,9 @@ if ARGV[8] == '1' then
   return {'ok', ARGV[2], finish_job(job, ARGV[2], ts, ARGV[7], KEYS[2], ARGV[9])}
 end
 set_status(job, ARGV[2])
+if ARGV[2] == 'pending' then
+  local fields = cjson.decode(ARGV[3])
+  emit_job(EV.JOB_RETRYING, job, fields['updated_at'], {retry_count = fields['retry_count'],
+    error = decoded(fields['last_error'])})
+end
 return {'ok', ARGV[2], {}}

@@ -179,4 +179,5 @@ def test_delete_removes_every_trace_of_an_unpublished_job(
         store: JobStore, client: redis.Redis) -> None:
     store.create("j1", new_job(), outbox_due_ms=1)
     store.delete("j1")
-    assert [k for k in client.scan_iter() if k != keys.SEQUENCE] == []
+    assert [k for k in client.scan_iter() if k not in (keys.SEQUENCE, keys.EVENT_LOG)] == []
+    assert client.xlen(keys.EVENT_LOG) == 0

@@ -1,0 +1,109 @@
+"""Events: every change of a job, workflow or worker, as one record with a stable schema.
+
+The Lua scripts that change a status append the event in the same atomic step
+(lua/lib.lua `emit`), so the status endpoints and the history never disagree.
+An event goes to three places: the global log (`keys.EVENT_LOG`, what operators
+replay), the stream of the job and of its workflow (what a tenant replays, kept
+as long as the record itself), and the live pub/sub channel. Its `id` is the
+global log's stream id, the same in every stream, so ids order events and a
+client resumes with `since`.
+
+Pub/sub is at most once; the streams are the source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Any, cast
+
+import redis
+
+from tasks import keys
+
+
+class EventType(StrEnum):
+    JOB_QUEUED = "job.queued"
+    JOB_STARTED = "job.started"
+    JOB_PROGRESS = "job.progress"
+    JOB_RETRYING = "job.retrying"
+    JOB_COMPLETED = "job.completed"
+    JOB_FAILED = "job.failed"
+    JOB_CANCELLED = "job.cancelled"
+    # A workflow step whose `when` condition was false (its dependents still run).
+    JOB_SKIPPED = "job.skipped"
+    WORKFLOW_STARTED = "workflow.started"
+    WORKFLOW_COMPLETED = "workflow.completed"
+    WORKFLOW_FAILED = "workflow.failed"
+    WORKFLOW_CANCELLED = "workflow.cancelled"
+    WORKER_ONLINE = "worker.online"
+    WORKER_OFFLINE = "worker.offline"
+
+
+# The fields every event carries (besides `id`), in the order the API documents them.
+FIELDS = ("type", "ts", "tenant", "job_id", "workflow_id", "step_index", "correlation_id",
+          "worker", "data")
+EVENT_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+MAX_PAGE = 10_000
+
+
+class InvalidEventId(ValueError):
+    """A `since` that is not a stream id."""
+
+
+def parse_id(event_id: str) -> tuple[int, int]:
+    """A stream id as a comparable pair; raises InvalidEventId."""
+    if not EVENT_ID.match(event_id):
+        raise InvalidEventId(f"{event_id!r} is not an event id (like 1700000000000-0, or 0)")
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def database_of(client: redis.Redis) -> int:
+    return int(client.connection_pool.connection_kwargs.get("db", 0))
+
+
+def lua_prelude(client: redis.Redis) -> str:
+    """The names the scripts emit to, generated from here and keys.py (one definition)."""
+    types = ", ".join(f"{t.name} = '{t.value}'" for t in EventType)
+    return (f"local EVENT_LOG = '{keys.EVENT_LOG}'\n"
+            f"local EVENT_CHANNEL = '{keys.event_channel(database_of(client))}'\n"
+            f"local EV = {{{types}}}\n")
+
+
+def ordered(event: dict[str, Any]) -> dict[str, Any]:
+    """An event with its fields in the documented order (Lua's JSON has none)."""
+    return {"id": event.get("id"), **{name: event.get(name) for name in FIELDS}}
+
+
+class EventLog:
+    """Reads the event history; the scripts write it."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self.channel = keys.event_channel(database_of(client))
+
+    def read(self, stream: str, since: str = "0", limit: int = 1000) -> list[dict[str, Any]]:
+        """Up to `limit` events of `stream` after `since` (exclusive), oldest first."""
+        parse_id(since)
+        entries = cast(list[tuple[str, dict[str, str]]], self._redis.xrange(
+            stream, f"({since}" if since != "0" else "-", "+", count=min(limit, MAX_PAGE)))
+        return [ordered({**json.loads(fields["event"]), "id": entry_id})
+                for entry_id, fields in entries]
+
+    def ids(self, stream: str) -> list[str]:
+        entries = cast(list[tuple[str, Any]], self._redis.xrange(stream))
+        return [entry_id for entry_id, _ in entries]
+
+    def read_all(self, stream: str, since: str = "0") -> Iterator[dict[str, Any]]:
+        """Every event of `stream` after `since`, a page at a time."""
+        while page := self.read(stream, since, MAX_PAGE):
+            yield from page
+            since = page[-1]["id"]
+
+    def trim(self, retention_seconds: int, now_ms: int) -> int:
+        """Drop global-log events older than the retention (approximately, cheaply)."""
+        return int(self._redis.xtrim(keys.EVENT_LOG, minid=now_ms - retention_seconds * 1000,
+                                     approximate=True))
