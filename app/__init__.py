@@ -13,11 +13,13 @@ from app.config import Settings
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from defaults, then the environment, then `overrides` (tests win)."""
+    from app import sockets
     from app.api import artifacts, events, health, jobs, workflows
     from app.auth import KeyRing, init_correlation
     from app.errors import register_error_handlers
+    from app.event_hub import EventHub
     from tasks.celery_app import celery_init_app
-    from tasks.services import Services
+    from tasks.services import Services, redis_client
 
     settings = Settings.from_env(overrides=overrides)
     _configure_logging(settings.log_level)
@@ -25,7 +27,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     celery = celery_init_app(app, settings)
-    app.extensions["chordline"] = Services.build(settings, celery)
+    services = app.extensions["chordline"] = Services.build(settings, celery)
+    # One pub/sub connection per process, opened on the first socket.
+    app.extensions["event_hub"] = EventHub(redis_client(settings), services.events)
+    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": settings.ws_ping_interval,
+                                         "max_message_size": 64 * 1024}
     app.extensions["keyring"] = KeyRing(settings.api_keys)
     if not settings.api_keys:
         logging.getLogger(__name__).warning(
@@ -37,6 +43,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(artifacts.bp, url_prefix="/api/artifacts")
     app.register_blueprint(workflows.bp, url_prefix="/api/workflows")
     app.register_blueprint(events.bp, url_prefix="/api/events")
+    app.register_blueprint(sockets.bp)
     return app
 
 

@@ -19,6 +19,10 @@ ENV_PREFIX = "CHORDLINE_"
 OPERATOR_TENANT = "*"
 
 
+# Read by the `chordline` command-line client (ClientSettings), not by the server.
+CLIENT_VARS = frozenset({"CHORDLINE_API_URL", "CHORDLINE_API_KEY"})
+
+
 class ConfigError(ValueError):
     """A setting is unknown or malformed."""
 
@@ -164,7 +168,8 @@ class Settings:
         environ = os.environ if environ is None else environ
         fields = {f.name: f for f in dataclasses.fields(cls)}
         known_vars = {f.metadata["env"] for f in fields.values()}
-        unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known_vars)
+        unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX)
+                         and k not in known_vars | CLIENT_VARS)
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
         values: dict[str, Any] = {}
@@ -185,3 +190,17 @@ class Settings:
 
 def _var(name: str) -> str:
     return {f.name: f for f in dataclasses.fields(Settings)}[name].metadata["env"]
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where the command-line client finds the API, and with which key."""
+
+    api_url: str = "http://127.0.0.1:8000"
+    api_key: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientSettings:
+        environ = os.environ if environ is None else environ
+        return cls(environ.get("CHORDLINE_API_URL") or cls.api_url,
+                   environ.get("CHORDLINE_API_KEY") or None)

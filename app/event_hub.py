@@ -100,6 +100,7 @@ class EventHub:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.delivered = 0
+        self.reconnects = 0
 
     # -- subscriptions -------------------------------------------------------
 
@@ -186,6 +187,7 @@ class EventHub:
                 if lost_at is not None:
                     log.info("live events reconnected; catching up from the streams")
                     self._catch_up(lost_at)
+                    self.reconnects += 1
                     lost_at = None
                 self._listen(pubsub)
             except (redis.RedisError, OSError):
@@ -269,5 +271,5 @@ class EventHub:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"subscribers": len(self._subscribers()), "topics": len(self._followers),
-                    "delivered": self.delivered}
+                    "delivered": self.delivered, "reconnects": self.reconnects}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import requests
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from app.client import ChordlineClient
 from app.config import Settings
 from tasks import keys, statuses
 
@@ -183,3 +185,41 @@ class Api:
         return wait_for(
             lambda: (w := self.workflow(workflow_id))["workflow"]["status"] in statuses and w,
             timeout, interval=0.1, message=f"workflow {workflow_id} to reach {statuses}")
+
+
+class Socket:
+    """A WebSocket client over a real socket, with helpers to read what the server sends."""
+
+    def __init__(self, base_url: str, key: str | None) -> None:
+        self.client = ChordlineClient(base_url, key)
+        self.ws = self.client.connect()
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        self.ws.send(json.dumps(message))
+
+    def subscribe(self, **subject: Any) -> dict[str, Any]:
+        """Subscribe and return the server's answer (`subscribed` or `error`)."""
+        self.send({"action": "subscribe", **subject})
+        return self.next()
+
+    def next(self, timeout: float = 15) -> dict[str, Any]:
+        raw = self.ws.receive(timeout=timeout)
+        assert raw is not None, f"nothing received within {timeout} s"
+        message: dict[str, Any] = json.loads(raw)
+        return message
+
+    def until(self, last: Callable[[dict[str, Any]], bool],
+              timeout: float = 60) -> list[dict[str, Any]]:
+        """Every message up to and including the first for which `last` is true."""
+        deadline = time.monotonic() + timeout
+        received: list[dict[str, Any]] = []
+        while not received or not last(received[-1]):
+            received.append(self.next(max(deadline - time.monotonic(), 0.01)))
+        return received
+
+    def silent_for(self, seconds: float) -> bool:
+        return self.ws.receive(timeout=seconds) is None
+
+    def close(self) -> None:
+        if self.ws.connected:
+            self.ws.close()

@@ -1,0 +1,29 @@
+"""What a WebSocket client may send: subscribe and unsubscribe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from app.schemas.jobs import ID
+from tasks.events import EVENT_ID
+
+
+class SocketMessageSchema(Schema):
+    action = fields.String(required=True, validate=validate.OneOf(["subscribe", "unsubscribe"]))
+    job_id = fields.String(validate=ID)
+    workflow_id = fields.String(validate=ID)
+    # Everything (operators only).
+    all = fields.Boolean(load_default=False)
+    since = fields.String(validate=validate.Regexp(
+        EVENT_ID, error="since must be an event id such as 1700000000000-0, or 0"))
+
+    @validates_schema
+    def _one_subject(self, data: dict[str, Any], **_: Any) -> None:
+        named = [k for k in ("job_id", "workflow_id", "all") if data.get(k)]
+        if len(named) != 1:
+            raise ValidationError("name exactly one of job_id, workflow_id or all: true")
+
+
+SOCKET_MESSAGE = SocketMessageSchema()

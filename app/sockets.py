@@ -1,0 +1,167 @@
+"""/ws: live events over WebSocket (flask-sock).
+
+The key is checked before the upgrade (`?api_key=`, since browsers cannot set
+headers on a WebSocket, or `x-api-key`), so a bad key gets a plain 401 and no
+event ever flows. Each socket has a reader (client messages) and a writer (its
+bounded queue of events, fed by the process's one EventHub).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import socket
+import threading
+from typing import Any
+
+import redis
+from flask import Blueprint, current_app, g, request
+from flask_sock import Sock
+from marshmallow import ValidationError
+from simple_websocket import ConnectionClosed, Server
+
+from app.auth import authenticate
+from app.errors import flatten
+from app.event_hub import EVERYTHING, EventHub, HubUnavailable, Subscriber, Topic
+from app.schemas.sockets import SOCKET_MESSAGE
+from tasks.services import Services, current_services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("sockets", __name__)
+sock = Sock()
+# RFC 6455 close codes.
+TRY_AGAIN_LATER = 1013
+POLICY_VIOLATION = 1008
+
+
+@bp.before_request
+def authenticate_socket() -> None:
+    key = request.args.get("api_key") or request.headers.get("x-api-key")
+    g.tenant = authenticate(current_app.extensions["keyring"], key)
+
+
+@sock.route("/ws", bp=bp)
+def events_socket(ws: Server) -> None:
+    hub: EventHub = current_app.extensions["event_hub"]
+    services = current_services()
+    SocketSession(ws, Subscriber(g.tenant, services.settings.ws_queue_size), hub,
+                  services).run()
+
+
+# The kernel's send buffer per socket. Left to autotuning it grows to megabytes,
+# which both hides a stalled client from the bounded queue and costs gigabytes
+# across a thousand sockets.
+SEND_BUFFER_BYTES = 64 * 1024
+
+
+class SocketSession:
+    def __init__(self, ws: Server, sub: Subscriber, hub: EventHub, services: Services) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        self._ws = ws
+        self._sub = sub
+        self._hub = hub
+        self._s = services
+        self._closed = threading.Event()
+
+    def run(self) -> None:
+        reader = threading.Thread(target=self._read, name="chordline-ws-reader", daemon=True)
+        reader.start()
+        try:
+            self._write()
+        finally:
+            self._closed.set()
+            self._hub.detach(self._sub)
+
+    def _write(self) -> None:
+        while not self._closed.is_set():
+            if self._sub.too_slow:
+                self._ws.close(TRY_AGAIN_LATER, "Too slow: events were dropped; "
+                                                "reconnect with since to resume")
+                return
+            try:
+                message = self._sub.outbox.get(timeout=1.0)
+            except queue.Empty:
+                if not self._ws.connected:
+                    return
+                continue
+            if message is None:
+                return
+            self._ws.send(message)
+
+    def _read(self) -> None:
+        try:
+            while not self._closed.is_set():
+                raw = self._ws.receive(timeout=1.0)
+                if raw is not None:
+                    self._handle(raw)
+        except ConnectionClosed:
+            pass
+        except redis.RedisError:
+            log.warning("socket closed: Redis is unavailable", exc_info=True)
+        finally:
+            self._closed.set()
+            with contextlib.suppress(queue.Full):
+                self._sub.outbox.put_nowait(None)
+
+    def _handle(self, raw: str | bytes) -> None:
+        try:
+            message = SOCKET_MESSAGE.load(json.loads(raw))
+        except (ValueError, TypeError):
+            return self._reply_error("INVALID_JSON", "Messages must be JSON objects")
+        except ValidationError as exc:
+            details = flatten(exc.normalized_messages())
+            text = "; ".join(f"{k}: {' '.join(v)}" for k, v in details.items())
+            return self._reply_error("INVALID_MESSAGE", f"Invalid message: {text}")
+        topic = self._topic(message)
+        if topic is None:
+            return None
+        subject = _subject(topic)
+        if message["action"] == "unsubscribe":
+            self._hub.unfollow(self._sub, topic)
+            return self._reply({"type": "unsubscribed", **subject})
+        if topic not in self._sub.topics and \
+                len(self._sub.topics) >= self._s.settings.ws_max_subscriptions:
+            return self._reply_error("TOO_MANY_SUBSCRIPTIONS", "At most "
+                                     f"{self._s.settings.ws_max_subscriptions} per socket")
+        since = message.get("since")
+        # Acknowledged first, so the replay and the live events follow it.
+        self._reply({"type": "subscribed", **subject, "since": since})
+        try:
+            self._hub.follow(self._sub, topic, since)
+        except HubUnavailable:
+            self._hub.unfollow(self._sub, topic)
+            self._reply_error("EVENTS_UNAVAILABLE", "Live events are unavailable; retry later")
+        return None
+
+    def _topic(self, message: dict[str, Any]) -> Topic | None:
+        """The topic a message names, if this tenant may follow it (else an error reply)."""
+        tenant = self._sub.tenant
+        if message["all"]:
+            if tenant != EVERYTHING[1]:
+                self._reply_error("FORBIDDEN", "Only an operator key may subscribe to all events")
+                return None
+            return EVERYTHING
+        if job_id := message.get("job_id"):
+            if self._s.store.get(job_id, tenant) is None:
+                self._reply_error("JOB_NOT_FOUND", f"Job with ID {job_id} not found")
+                return None
+            return ("job", job_id)
+        workflow_id = message["workflow_id"]
+        if self._s.workflow_store.get(workflow_id, tenant) is None:
+            self._reply_error("WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
+            return None
+        return ("workflow", workflow_id)
+
+    def _reply(self, message: dict[str, Any]) -> None:
+        self._sub.offer(json.dumps(message), wait=5.0)
+
+    def _reply_error(self, code: str, message: str) -> None:
+        self._reply({"type": "error", "code": code, "message": message})
+
+
+def _subject(topic: Topic) -> dict[str, Any]:
+    kind, ident = topic
+    return {"all": True} if topic == EVERYTHING else {f"{kind}_id": ident}

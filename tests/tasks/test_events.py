@@ -1,0 +1,137 @@
+"""Events are written by the scripts that change the state, in the same atomic step."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from tasks import keys
+from tasks.events import EventLog, EventType
+from tasks.lifecycle import Lifecycle
+from tasks.scripts import Scripts
+from tasks.store import JobStore
+from tests.tasks.conftest import new_job
+
+FAR = 2**62
+
+
+def history(client: redis.Redis, stream: str = keys.EVENT_LOG) -> list[dict[str, Any]]:
+    return EventLog(client).read(stream)
+
+
+def types(client: redis.Redis, stream: str = keys.EVENT_LOG) -> list[str]:
+    return [e["type"] for e in history(client, stream)]
+
+
+def test_a_jobs_life_is_told_in_its_stream_and_the_global_log(
+        store: JobStore, lifecycle: Lifecycle, client: redis.Redis) -> None:
+    store.create("j1", new_job("t1"), outbox_due_ms=None)
+    lifecycle.claim("j1", "tok", "w1", "m1", FAR)
+    lifecycle.heartbeat("j1", "tok", progress=40)
+    lifecycle.complete("j1", "tok", {"value": 1})
+    expected = [EventType.JOB_QUEUED, EventType.JOB_STARTED, EventType.JOB_PROGRESS,
+                EventType.JOB_COMPLETED]
+    assert types(client, keys.job_events("j1")) == expected
+    assert history(client, keys.job_events("j1")) == history(client)
+    started, progress, completed = history(client)[1:]
+    assert started["worker"] == "w1" and started["data"] == {"attempt": 1, "machine_id": "m1"}
+    assert progress["data"] == {"progress": 40}
+    assert completed["data"] == {"result": {"value": 1}} and completed["tenant"] == "t1"
+    assert completed["correlation_id"] == "c" and completed["workflow_id"] is None
+
+
+def test_the_stream_expires_with_the_finished_job(
+        store: JobStore, lifecycle: Lifecycle, client: redis.Redis) -> None:
+    store.create("j1", new_job(), outbox_due_ms=None)
+    assert client.ttl(keys.job_events("j1")) == -1
+    store.cancel("j1", keys.ALL_TENANTS, "no longer needed")
+    assert 0 < client.ttl(keys.job_events("j1")) <= client.ttl(keys.job("j1"))
+    assert history(client)[-1]["data"]["error"]["code"] == "JOB_CANCELLED"
+
+
+def test_a_refused_transition_writes_no_event(
+        store: JobStore, lifecycle: Lifecycle, client: redis.Redis) -> None:
+    store.create("j1", new_job(), outbox_due_ms=None)
+    lifecycle.claim("j1", "tok", "w1", "m", FAR)
+    before = types(client)
+    assert lifecycle.claim("j1", "other", "w2", "m", FAR).outcome == "busy"
+    assert lifecycle.complete("j1", "stolen", {}).outcome == "lost"
+    assert not lifecycle.heartbeat("j1", "stolen", progress=50)
+    assert lifecycle.heartbeat("j1", "tok", progress=0)  # no progress made: nothing to say
+    assert types(client) == before
+
+
+def test_retries_and_lost_workers_are_announced(
+        store: JobStore, lifecycle: Lifecycle, client: redis.Redis) -> None:
+    store.create("j1", new_job(), outbox_due_ms=None)
+    lifecycle.claim("j1", "tok", "w1", "m", FAR)
+    lifecycle.retry("j1", "tok", "HANDLER_ERROR", "boom", retry_count=1, countdown=0)
+    retrying = history(client)[-1]
+    assert retrying["type"] == EventType.JOB_RETRYING
+    assert retrying["data"]["retry_count"] == 1 and retrying["data"]["error"]["message"] == "boom"
+    lifecycle.claim("j1", "tok2", "w1", "m", FAR)
+    client.zadd(keys.LEASES, {"j1": 0})
+    assert lifecycle.reap("j1") == "requeued"
+    assert history(client)[-1]["data"]["error"]["code"] == "WORKER_LOST"
+
+
+def test_a_failure_carries_its_error(
+        store: JobStore, lifecycle: Lifecycle, client: redis.Redis) -> None:
+    store.create("j1", new_job(), outbox_due_ms=None)
+    lifecycle.claim("j1", "tok", "w1", "m", FAR)
+    lifecycle.fail("j1", "tok", "HANDLER_ERROR", "bad prompt")
+    failed = history(client)[-1]
+    assert failed["type"] == EventType.JOB_FAILED
+    assert failed["data"]["error"]["code"] == "HANDLER_ERROR"
+
+
+def test_workers_go_online_and_offline_with_their_heartbeat(client: redis.Redis) -> None:
+    scripts = Scripts(client)
+
+    def beat(hostname: str, at_ms: int) -> list[str]:
+        gone: list[str] = scripts.worker_beat(
+            keys=[keys.worker(hostname), keys.WORKERS],
+            args=[hostname, json.dumps({"concurrency": 2}), 3, at_ms, "2026-01-01T00:00:00.000Z"])
+        return gone
+
+    now = int(time.time() * 1000)
+    assert beat("a@h", now) == [] and beat("b@h", now) == []
+    assert beat("a@h", now + 1000) == []  # still online: nothing to say
+    # b stops beating (SIGKILL); a's next beat after the liveness window sees it gone
+    assert beat("a@h", now + 3500) == ["b@h"]
+    scripts.worker_gone(keys=[keys.worker("a@h"), keys.WORKERS], args=["a@h", "ts"])
+    assert [(e["type"], e["worker"], e["data"].get("reason")) for e in history(client)] == [
+        (EventType.WORKER_ONLINE, "a@h", None), (EventType.WORKER_ONLINE, "b@h", None),
+        (EventType.WORKER_OFFLINE, "b@h", "heartbeat_lost"),
+        (EventType.WORKER_OFFLINE, "a@h", "shutdown")]
+    assert all(e["tenant"] is None for e in history(client))
+
+
+def test_events_publish_on_the_databases_own_channel(
+        store: JobStore, client: redis.Redis) -> None:
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(EventLog(client).channel)
+    pubsub.get_message(timeout=1)
+    store.create("j1", new_job(), outbox_due_ms=None)
+    message = pubsub.get_message(timeout=2)
+    assert message is not None
+    live = json.loads(message["data"])
+    stored = history(client)[0]
+    assert live == stored and live["id"] == stored["id"]
+    assert EventLog(client).channel.endswith(f":{client.connection_pool.connection_kwargs['db']}")
+    pubsub.close()
+
+
+def test_trim_drops_what_is_older_than_the_retention(
+        store: JobStore, client: redis.Redis) -> None:
+    for n in range(300):
+        store.create(f"j{n}", new_job(), outbox_due_ms=None)
+    log = EventLog(client)
+    newest = int(log.ids(keys.EVENT_LOG)[-1].split("-")[0])
+    assert log.trim(retention_seconds=3600, now_ms=newest) == 0
+    log.trim(retention_seconds=1, now_ms=newest + 60_000)
+    assert client.xlen(keys.EVENT_LOG) < 300
+    assert client.xlen(keys.job_events("j0")) == 1, "a job's own history follows the job"
