@@ -10,6 +10,7 @@ can no longer write its outcome.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,8 +109,25 @@ class Lifecycle:
         ts = iso()
         fields = {"retry_count": retry_count, "updated_at": ts, "progress": 0,
                   "last_error": json.dumps({"code": code, "message": message, "timestamp": ts})}
-        return self._transition(job_id, JobStatus.RUNNING, JobStatus.PENDING, fields,
+        return self._transition(job_id, (JobStatus.RUNNING,), JobStatus.PENDING, fields,
                                 token=token, outbox_due=self.outbox_due(countdown))
+
+    def abandon(self, job_id: str, code: str, message: str, *, cancelled: bool,
+                running: bool = False) -> Outcome:
+        """End a job whose message Celery dropped (revoked, unknown, rejected), which
+        would otherwise stay pending for ever: the outbox let go of it once published.
+
+        Only a job that has not started is ended, unless `running` says that its run
+        was killed too. A revoked plain job is cancelled; a workflow step fails
+        instead, so that its workflow ends rather than waits.
+        """
+        step = bool(self._redis.hexists(keys.job(job_id), "workflow_key"))
+        status = JobStatus.CANCELLED if cancelled and not step else JobStatus.FAILED
+        ts = iso()
+        fields = {"updated_at": ts,
+                  "error": json.dumps({"code": code, "message": message, "timestamp": ts})}
+        current = [JobStatus.WAITING, JobStatus.PENDING] + ([JobStatus.RUNNING] if running else [])
+        return self._transition(job_id, current, status, fields, token="", terminal=True)
 
     def reap(self, job_id: str) -> str:
         """Recover one running job whose lease expired (see lua/reap.lua)."""
@@ -139,15 +157,15 @@ class Lifecycle:
     def _finish(self, job_id: str, token: str, status: JobStatus,
                 fields: dict[str, Any]) -> Outcome:
         fields["updated_at"] = iso()
-        return self._transition(job_id, JobStatus.RUNNING, status, fields, token=token,
+        return self._transition(job_id, (JobStatus.RUNNING,), status, fields, token=token,
                                 terminal=True)
 
-    def _transition(self, job_id: str, current: JobStatus, new: JobStatus,
+    def _transition(self, job_id: str, current: Iterable[JobStatus], new: JobStatus,
                     fields: dict[str, Any], *, token: str, outbox_due: int | None = None,
                     terminal: bool = False) -> Outcome:
         outcome, _status, ready = self._scripts.transition(
             keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
-            args=[current, new, json.dumps(fields), keys.ALL_TENANTS, token,
+            args=[",".join(current), new, json.dumps(fields), keys.ALL_TENANTS, token,
                   "" if outbox_due is None else outbox_due, self.policy.retention,
                   "1" if terminal else "0", self.outbox_due()],
         )

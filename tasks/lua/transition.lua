@@ -21,7 +21,7 @@ for s in string.gmatch(ARGV[1], '[^,]+') do
 end
 if not allowed then return {'conflict', status, {}} end
 local id = redis.call('HGET', job, 'id')
-if ARGV[5] ~= '' then release(job, KEYS[3]) end
+if status == 'running' then release(job, KEYS[3]) end
 hset_json(job, ARGV[3])
 if ARGV[6] == '' then
   redis.call('ZREM', KEYS[2], id)

@@ -1,0 +1,95 @@
+"""The signal-to-event bridge: Celery's signals, turned into Chordline's events.
+
+Events about a job are written by the script that changes the job (tasks/lua),
+so that state and history change in one atomic step; the task's own lifecycle
+(publish, prerun, postrun, success, failure, retry) runs those scripts from
+inside the task. This module covers what only a signal can see:
+
+- `worker_ready` / `worker_shutdown`: the heartbeat starts and stops; its first
+  beat announces `worker.online`, its goodbye `worker.offline`, and any beat
+  announces the workers that stopped beating (a SIGKILL fires no signal).
+- `task_revoked`: Celery drops a revoked message (or kills a terminated task)
+  without running our code; the job is ended, not left pending for ever.
+- `task_unknown` / `task_rejected`: a message this worker cannot run is dropped
+  by Celery too; the job fails with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import (
+    task_rejected,
+    task_revoked,
+    task_unknown,
+    worker_ready,
+    worker_shutdown,
+)
+from flask import Flask
+
+from tasks.services import Services
+from workers.heartbeat import WorkerHeartbeat
+
+log = logging.getLogger(__name__)
+
+
+class SignalBridge:
+    def __init__(self, flask_app: Flask) -> None:
+        self._app = flask_app
+        self._heartbeats: list[WorkerHeartbeat] = []
+
+    @property
+    def services(self) -> Services:
+        services: Services = self._app.extensions["chordline"]
+        return services
+
+    def connect(self) -> None:
+        worker_ready.connect(self.on_worker_ready, weak=False)
+        worker_shutdown.connect(self.on_worker_shutdown, weak=False)
+        task_revoked.connect(self.on_task_revoked, weak=False)
+        task_unknown.connect(self.on_task_unknown, weak=False)
+        task_rejected.connect(self.on_task_rejected, weak=False)
+
+    def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
+        """Start the heartbeat and the reaper in the worker's main process."""
+        try:
+            concurrency = getattr(getattr(sender, "pool", None), "limit", 1) or 1
+            heartbeat = WorkerHeartbeat(self.services, sender.hostname, concurrency)
+            heartbeat.start()
+            self._heartbeats.append(heartbeat)
+        except Exception:
+            log.exception("could not start the worker heartbeat")
+
+    def on_worker_shutdown(self, **_: Any) -> None:
+        while self._heartbeats:
+            self._heartbeats.pop().stop()
+
+    def on_task_revoked(self, request: Any = None, terminated: bool = False,
+                        expired: bool = False, **_: Any) -> None:
+        job_id = getattr(request, "id", None)
+        reason = ("terminated" if terminated else "expired" if expired else "revoked")
+        self._abandon(job_id, "JOB_REVOKED", f"The task was {reason} in Celery",
+                      cancelled=True, running=terminated)
+
+    def on_task_unknown(self, name: str = "", id: str | None = None, **_: Any) -> None:
+        self._abandon(id, "UNKNOWN_TASK", f"No worker task is registered as {name!r}",
+                      cancelled=False)
+
+    def on_task_rejected(self, message: Any = None, **_: Any) -> None:
+        headers = getattr(message, "headers", None) or {}
+        self._abandon(headers.get("id"), "MESSAGE_REJECTED",
+                      "The worker could not decode the task message", cancelled=False)
+
+    def _abandon(self, job_id: str | None, code: str, message: str, *, cancelled: bool,
+                 running: bool = False) -> None:
+        if not job_id:
+            return
+        try:
+            outcome = self.services.lifecycle.abandon(job_id, code, message, cancelled=cancelled,
+                                                      running=running)
+        except Exception:
+            log.exception("could not record %s for job %s", code, job_id)
+            return
+        if outcome.ok:
+            log.warning("job %s ended: %s (%s)", job_id, code, message)
