@@ -7,6 +7,7 @@ order, until the job or workflow ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -157,4 +158,5 @@ class ChordlineClient:
                     raise
                 time.sleep(reconnect_delay)
             finally:
-                ws.close()
+                with contextlib.suppress(ConnectionClosed):
+                    ws.close()
