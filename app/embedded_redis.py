@@ -43,9 +43,11 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, data_dir: Path | str, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path | str, port: int | None = None,
+                 databases: int = 16) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
+        self.databases = databases
         self.binary = find_server_binary()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -58,6 +60,7 @@ class RedisServer:
                 "--dir", str(self.data_dir.resolve()), "--appendonly", "yes",
                 "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction",
                 "--protected-mode", "yes", "--daemonize", "no",
+                "--databases", str(self.databases),
                 "--logfile", str((self.data_dir / "server.log").resolve())]
 
     def start(self, timeout: float = 15.0) -> RedisServer:

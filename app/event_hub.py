@@ -192,7 +192,7 @@ class EventHub:
                 self._listen(pubsub)
             except (redis.RedisError, OSError):
                 if self._ready.is_set():
-                    log.warning("live events connection lost", exc_info=True)
+                    log.warning("live events connection lost; reconnecting")
                     lost_at = now_ms()
                 self._ready.clear()
                 self._stopping.wait(0.5)

@@ -10,13 +10,20 @@ from flask import Flask
 from app import create_app
 from app.embedded_redis import RedisServer
 from tasks.services import Services
-from tests.support import Api, LiveServer, WorkerProcess, overrides_from_env, settings_env
+from tests.support import (
+    SESSION_DATABASES,
+    Api,
+    LiveServer,
+    WorkerProcess,
+    overrides_from_env,
+    settings_env,
+)
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A Redis started for this session on a free port (never the shared 6379)."""
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    server = RedisServer(tmp_path_factory.mktemp("redis"), databases=SESSION_DATABASES).start()
     yield server
     server.stop()
 
