@@ -35,8 +35,10 @@ def stack_env(redis_server: RedisServer,
 
 
 @pytest.fixture(scope="session")
-def app(stack_env: dict[str, str]) -> Flask:
-    return create_app(overrides_from_env(stack_env))
+def app(stack_env: dict[str, str]) -> Iterator[Flask]:
+    app = create_app(overrides_from_env(stack_env))
+    yield app
+    app.extensions["event_hub"].stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,10 @@ import pytest
 import requests
 import yaml
 
+from app.client import ChordlineClient
 from app.devstack import read_procfile
 from app.embedded_redis import free_port
+from tasks.events import EventType
 from tests.support import ROOT, WorkerProcess, wait_for
 
 
@@ -83,3 +85,13 @@ def test_the_web_process_serves_a_job_end_to_end(web_process: str) -> None:
     image = requests.get(web_process + job["result"]["artifacts"][0]["url"], headers=headers,
                          timeout=10)
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+
+
+def test_the_web_process_streams_events_over_websocket(web_process: str) -> None:
+    """gunicorn's gevent worker: the hub's pub/sub and every socket are greenlets."""
+    client = ChordlineClient(web_process, "key-tenant-a")
+    kind, job_id = client.submit({"type": "sleep", "parameters": {"seconds": 0.5}})
+    events = list(client.watch(kind, job_id))
+    assert events[0]["type"] == EventType.JOB_QUEUED
+    assert events[-1]["type"] == EventType.JOB_COMPLETED
+    assert events == client.events(kind, job_id)

@@ -232,9 +232,11 @@ def small_queue_server(app: Flask) -> Iterator[LiveServer]:
     pings do not close the stalled client first: it cannot answer them)."""
     settings = dict(app.extensions["chordline"].settings.__dict__, ws_queue_size=8,
                     ws_ping_interval=300.0)
-    server = LiveServer(create_app(settings)).start()
+    second = create_app(settings)
+    server = LiveServer(second).start()
     yield server
     server.stop()
+    second.extensions["event_hub"].stop()
 
 
 def test_a_slow_client_is_closed_with_1013_and_does_not_delay_a_fast_one(

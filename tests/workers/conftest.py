@@ -61,6 +61,7 @@ def make_stack(tmp_path: Path) -> Iterator[StackFactory]:
     for stack in stacks:
         for process in stack.workers:
             process.stop()
+        stack.app.extensions["event_hub"].stop()
 
 
 @pytest.fixture
