@@ -136,6 +136,8 @@ def main() -> int:
               f"  Flower:  http://127.0.0.1:{env.get('FLOWER_PORT', '5555')}\n"
               f"  Try:     curl -s -H 'x-api-key: {tenant_key}' -d "
               f"'{{\"type\":\"text-to-image\",\"prompt\":\"a red fox\"}}' {url}/api/jobs/submit\n"
+              f"  Events:  {url.replace('http', 'ws', 1)}/ws?api_key={tenant_key}, or\n"
+              f"           CHORDLINE_API_KEY={tenant_key} .venv/bin/chordline watch JOB_ID\n"
               "Press Ctrl-C to stop.\n", flush=True)
         while (name := stack.exited()) is None:
             time.sleep(0.5)
