@@ -23,6 +23,7 @@ from marshmallow import ValidationError
 from simple_websocket import ConnectionClosed, Server
 
 from app.auth import authenticate
+from app.config import OPERATOR_TENANT
 from app.errors import flatten
 from app.event_hub import EVERYTHING, EventHub, HubUnavailable, Subscriber, Topic
 from app.schemas.sockets import SOCKET_MESSAGE
@@ -140,7 +141,7 @@ class SocketSession:
         """The topic a message names, if this tenant may follow it (else an error reply)."""
         tenant = self._sub.tenant
         if message["all"]:
-            if tenant != EVERYTHING[1]:
+            if tenant != OPERATOR_TENANT:
                 self._reply_error("FORBIDDEN", "Only an operator key may subscribe to all events")
                 return None
             return EVERYTHING

@@ -188,13 +188,13 @@ local function settle_step(job, status, ts, retention, outbox, due)
       local index = redis.call('HGET', job, 'step_index')
       local cause = cjson.decode(redis.call('HGET', job, 'error') or '{}')
       local message = 'Step ' .. index .. ' failed: ' .. tostring(cause.message or cause.code or '')
-      redis.call('HSET', wf, 'error', cjson.encode({code = 'STEP_FAILED', message = message,
-        step_index = tonumber(index), job_id = redis.call('HGET', job, 'id'), timestamp = ts}))
-      local error = redis.call('HGET', wf, 'error')
+      local failure = {code = 'STEP_FAILED', message = message, step_index = tonumber(index),
+        job_id = redis.call('HGET', job, 'id'), timestamp = ts}
+      redis.call('HSET', wf, 'error', cjson.encode(failure))
       cancel_steps(wf, ts, retention,
         error_json('WORKFLOW_FAILED', 'Not run: ' .. message, ts), false, nil)
       finish(wf, 'failed', ts, retention)
-      emit_workflow(EV.WORKFLOW_FAILED, wf, ts, {error = cjson.decode(error)})
+      emit_workflow(EV.WORKFLOW_FAILED, wf, ts, {error = failure})
     end
   end
   return ready
