@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 from flask import Flask
 
 from app import create_app
@@ -15,6 +16,7 @@ from tests.support import (
     Api,
     LiveServer,
     WorkerProcess,
+    fresh_database,
     overrides_from_env,
     settings_env,
 )
@@ -26,6 +28,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis"), databases=SESSION_DATABASES).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def store_database(redis_server: RedisServer) -> str:
+    """One database for the tests that drive Redis directly, flushed around each of them."""
+    return fresh_database(redis_server.url)
+
+
+@pytest.fixture
+def client(store_database: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(store_database, decode_responses=True)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+    connection.close()
 
 
 @pytest.fixture(scope="session")

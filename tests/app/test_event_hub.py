@@ -16,23 +16,9 @@ from app.event_hub import EVERYTHING, EventHub, Subscriber
 from tasks import keys
 from tasks.events import EventLog
 from tasks.store import JobStore, NewJob
-from tests.support import fresh_database, wait_for
+from tests.support import wait_for
 
 _ids = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def database(redis_server: RedisServer) -> str:
-    return fresh_database(redis_server.url)
-
-
-@pytest.fixture
-def client(database: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(database, decode_responses=True)
-    connection.flushdb()
-    yield connection
-    connection.flushdb()
-    connection.close()
 
 
 @pytest.fixture

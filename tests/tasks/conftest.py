@@ -1,31 +1,12 @@
-"""Store-level tests talk to the session Redis directly, in a database of their own."""
+"""Store-level fixtures over the root `client`: the session Redis, in a database of its own."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 import redis
 
-from app.embedded_redis import RedisServer
 from tasks.lifecycle import LeasePolicy, Lifecycle
 from tasks.store import JobStore, NewJob
-from tests.support import fresh_database
-
-
-@pytest.fixture(scope="session")
-def store_database(redis_server: RedisServer) -> str:
-    """One database for all store tests, flushed around each of them."""
-    return fresh_database(redis_server.url)
-
-
-@pytest.fixture
-def client(store_database: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(store_database, decode_responses=True)
-    connection.flushdb()
-    yield connection
-    connection.flushdb()
-    connection.close()
 
 
 @pytest.fixture
