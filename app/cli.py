@@ -25,7 +25,8 @@ BAR_WIDTH = 24
 STATUS_OF = {EventType.JOB_QUEUED: "queued", EventType.JOB_STARTED: "running",
              EventType.JOB_RETRYING: "retrying", EventType.JOB_COMPLETED: "completed",
              EventType.JOB_FAILED: "failed", EventType.JOB_CANCELLED: "cancelled",
-             EventType.JOB_SKIPPED: "skipped"}
+             EventType.JOB_SKIPPED: "skipped", EventType.STEP_COMPENSATED: "compensated",
+             EventType.STEP_COMPENSATION_FAILED: "compensation_failed"}
 
 
 class UsageError(Exception):

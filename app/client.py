@@ -23,7 +23,8 @@ FINAL_EVENTS = {
     "job": frozenset({EventType.JOB_COMPLETED, EventType.JOB_FAILED, EventType.JOB_CANCELLED,
                       EventType.JOB_SKIPPED}),
     "workflow": frozenset({EventType.WORKFLOW_COMPLETED, EventType.WORKFLOW_FAILED,
-                           EventType.WORKFLOW_CANCELLED}),
+                           EventType.WORKFLOW_CANCELLED, EventType.WORKFLOW_COMPENSATED,
+                           EventType.WORKFLOW_COMPENSATION_FAILED}),
 }
 
 

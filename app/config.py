@@ -115,6 +115,14 @@ class Settings:
         default=50, metadata=_env("CHORDLINE_MAX_WORKFLOW_STEPS", int)
     )
     max_output_side: int = field(default=8192, metadata=_env("CHORDLINE_MAX_OUTPUT_SIDE", int))
+    # Saga: a step's compensation is retried this many times, after a backoff
+    # that starts here (seconds) and doubles, before the workflow ends compensation_failed.
+    compensation_retries: int = field(
+        default=3, metadata=_env("CHORDLINE_COMPENSATION_RETRIES", int)
+    )
+    compensation_backoff: float = field(
+        default=2.0, metadata=_env("CHORDLINE_COMPENSATION_BACKOFF", float)
+    )
     # Events: the global log keeps this many seconds (each job's and workflow's
     # own history lives as long as the record, `job_retention`).
     event_retention: int = field(default=86400, metadata=_env("CHORDLINE_EVENT_RETENTION", int))
@@ -142,9 +150,11 @@ class Settings:
                      "max_deliveries", "job_timeout", "max_body_bytes", "max_upload_bytes",
                      "max_prompt_length", "max_image_side", "max_output_side",
                      "max_workflow_steps", "event_retention", "ws_queue_size",
-                     "ws_ping_interval", "ws_max_subscriptions"):
+                     "ws_ping_interval", "ws_max_subscriptions", "compensation_backoff"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_var(name)} must be positive")
+        if self.compensation_retries < 0:
+            raise ConfigError("CHORDLINE_COMPENSATION_RETRIES must not be negative")
         if self.reaper_interval >= self.lease_seconds:
             raise ConfigError(
                 "CHORDLINE_REAPER_INTERVAL must be shorter than CHORDLINE_LEASE_SECONDS")

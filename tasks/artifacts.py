@@ -108,6 +108,23 @@ class ArtifactStore:
         return Artifact(artifact_id, raw["tenant"], raw["job_id"], raw["path"],
                         raw["content_type"], int(raw["width"]), int(raw["height"]))
 
+    def delete_job_artifacts(self, job_id: str) -> int:
+        """Delete what a job produced, files first; returns how many went. Idempotent:
+        a repeat (a retried compensation) finds nothing left and deletes nothing."""
+        artifact_ids = [str(a) for a in self._redis.smembers(keys.job_artifacts(job_id))]
+        pipe = self._redis.pipeline(transaction=False)
+        for artifact_id in artifact_ids:
+            pipe.hget(keys.artifact(artifact_id), "path")
+        for relative in pipe.execute():
+            if relative:
+                (self._root / str(relative)).unlink(missing_ok=True)
+        pipe = self._redis.pipeline()
+        for artifact_id in artifact_ids:
+            pipe.delete(keys.artifact(artifact_id))
+        pipe.delete(keys.job_artifacts(job_id))
+        deleted = pipe.execute()
+        return sum(int(d) for d in deleted[:-1])
+
     def path(self, artifact: Artifact) -> Path:
         return self._root / artifact.path
 

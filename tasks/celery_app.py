@@ -11,7 +11,7 @@ from kombu import Queue
 from app.config import Settings
 from tasks.dispatch import HARD_LIMIT_GRACE, broker_priority
 
-TASK_MODULES = ["tasks.runner", "tasks.steps"]
+TASK_MODULES = ["tasks.runner", "tasks.steps", "tasks.compensation"]
 TASK_LOG_FORMAT = (
     "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s] "
     "cid=%(correlation_id)s: %(message)s"

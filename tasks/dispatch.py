@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 RUN_JOB = "chordline.run_job"
 RUN_STEP = "chordline.run_step"
 JOIN = "chordline.join"
+COMPENSATE = "chordline.compensate"
+# Undoing a failed workflow (refunds, deletions) goes ahead of new work.
+COMPENSATION_PRIORITY = 100
 PRIORITY_LEVELS = 10
 # Seconds between the soft time limit (the handler is interrupted and the job
 # fails cleanly) and the hard one (the process is killed).
@@ -76,6 +79,21 @@ class Dispatcher:
         """A no-op that joins one group of steps before the next group starts."""
         return self.celery.signature(JOIN, immutable=True,
                                      options={"queue": self.queue, "ignore_result": True})
+
+    def compensate(self, workflow_id: str, countdown: float | None = None) -> bool:
+        """Publish a workflow's compensation run. The saga outbox covers a publish that
+        fails, and the run's claim (not the message) says whether it goes ahead."""
+        try:
+            self.celery.send_task(
+                COMPENSATE, kwargs={"workflow_id": workflow_id}, queue=self.queue,
+                priority=broker_priority(COMPENSATION_PRIORITY,
+                                         broker_is_redis=self.broker_is_redis),
+                countdown=countdown)
+        except Exception:
+            log.warning("publishing the compensation of workflow %s failed; its outbox "
+                        "keeps it", workflow_id, exc_info=True)
+            return False
+        return True
 
     def republish(self, job: Job, countdown: float | None = None) -> bool:
         """Publish a job the outbox covers; on failure the outbox retries later."""

@@ -38,6 +38,12 @@ class EventType(StrEnum):
     WORKFLOW_COMPLETED = "workflow.completed"
     WORKFLOW_FAILED = "workflow.failed"
     WORKFLOW_CANCELLED = "workflow.cancelled"
+    # The saga (tasks/saga.py): a workflow undoing its completed steps.
+    WORKFLOW_COMPENSATING = "workflow.compensating"
+    STEP_COMPENSATED = "step.compensated"
+    STEP_COMPENSATION_FAILED = "step.compensation_failed"
+    WORKFLOW_COMPENSATED = "workflow.compensated"
+    WORKFLOW_COMPENSATION_FAILED = "workflow.compensation_failed"
     WORKER_ONLINE = "worker.online"
     WORKER_OFFLINE = "worker.offline"
 
@@ -66,10 +72,11 @@ def database_of(client: redis.Redis) -> int:
 
 
 def lua_prelude(client: redis.Redis) -> str:
-    """The names the scripts emit to, generated from here and keys.py (one definition)."""
+    """The names the scripts emit and queue to, from here and keys.py (one definition)."""
     types = ", ".join(f"{t.name} = '{t.value}'" for t in EventType)
     return (f"local EVENT_LOG = '{keys.EVENT_LOG}'\n"
             f"local EVENT_CHANNEL = '{keys.event_channel(database_of(client))}'\n"
+            f"local SAGA_OUTBOX = '{keys.SAGA_OUTBOX}'\n"
             f"local EV = {{{types}}}\n")
 
 

@@ -78,6 +78,9 @@ WORKFLOW_INDEX_PATTERN = f"{PREFIX}:widx:*"
 # Workflows whose canvas is not yet known to be published, scored by when the
 # reaper should publish it again (ms).
 WORKFLOW_OUTBOX = f"{PREFIX}:workflow-outbox"
+# Workflows whose compensation must be (re)published by the score (ms): queued,
+# waiting out a retry backoff, or running under a lease the run keeps renewing.
+SAGA_OUTBOX = f"{PREFIX}:saga-outbox"
 
 
 # Every event, in order: the history operators read and replay from (see tasks/events.py).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 import redis
@@ -34,14 +35,26 @@ class Claim:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a transition did: 'ok', or why not; and the parked steps it made ready."""
+    """What a transition did: 'ok', or why not; the status it left; the parked steps
+    it made ready and the workflow whose compensation it queued, for the caller to publish."""
 
     outcome: str
+    status: str = ""
     ready: tuple[str, ...] = ()
+    compensate: str = ""
 
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+
+class Lease(IntEnum):
+    """What a heartbeat found (the values heartbeat.lua returns)."""
+
+    LOST = 0
+    HELD = 1
+    # Held, and the step's workflow is compensating: it asks the step to stop.
+    STOP = 2
 
 
 @dataclass(frozen=True)
@@ -82,9 +95,9 @@ class Lifecycle:
         return Claim(outcome, status, Job.from_flat(flat) if flat else None)
 
     def heartbeat(self, job_id: str, token: str, *, renew: bool = True,
-                  progress: int | None = None) -> bool:
-        """Renew the lease and/or record progress; False once the lease is lost."""
-        return bool(self._scripts.heartbeat(
+                  progress: int | None = None) -> Lease:
+        """Renew the lease and/or record progress; LOST once the lease is lost."""
+        return Lease(self._scripts.heartbeat(
             keys=[keys.job(job_id), keys.LEASES],
             args=[token, self.lease_deadline() if renew else "",
                   "" if progress is None else progress, iso()],
@@ -103,9 +116,18 @@ class Lifecycle:
         return self._finish(job_id, token, JobStatus.SKIPPED, {
             "result": json.dumps({"skipped": True, "reason": reason}), "progress": 100})
 
+    def stop(self, job_id: str, token: str, percent: int) -> Outcome:
+        """A step stopped because its workflow is compensating: it is cancelled."""
+        error = {"code": "STEP_STOPPED", "timestamp": iso(),
+                 "message": f"Stopped at {percent}%: the workflow is compensating"}
+        return self._finish(job_id, token, JobStatus.CANCELLED, {"error": json.dumps(error)})
+
     def retry(self, job_id: str, token: str, code: str, message: str,
               retry_count: int, countdown: float) -> Outcome:
-        """Mark the job pending again; the outbox republishes it if our publish is lost."""
+        """Mark the job pending again; the outbox republishes it if our publish is lost.
+
+        A step whose workflow stopped starting steps is cancelled instead (the
+        outcome's status says which)."""
         ts = iso()
         fields = {"retry_count": retry_count, "updated_at": ts, "progress": 0,
                   "last_error": json.dumps({"code": code, "message": message, "timestamp": ts})}
@@ -163,10 +185,10 @@ class Lifecycle:
     def _transition(self, job_id: str, current: Iterable[JobStatus], new: JobStatus,
                     fields: dict[str, Any], *, token: str, outbox_due: int | None = None,
                     terminal: bool = False) -> Outcome:
-        outcome, _status, ready = self._scripts.transition(
+        outcome, status, ready, compensate = self._scripts.transition(
             keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
             args=[",".join(current), new, json.dumps(fields), keys.ALL_TENANTS, token,
                   "" if outbox_due is None else outbox_due, self.policy.retention,
                   "1" if terminal else "0", self.outbox_due()],
         )
-        return Outcome(str(outcome), tuple(ready))
+        return Outcome(str(outcome), str(status), tuple(ready), str(compensate))

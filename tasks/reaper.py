@@ -3,8 +3,9 @@
 A SIGKILLed worker fires no signal and, on Redis, its unacked messages return
 only after the visibility timeout. Every worker runs this reaper on a timer:
 jobs whose lease expired are queued again (or failed, once they have lost their
-worker `max_deliveries` times), jobs and workflows left in the outboxes are
-published again, and the event log is trimmed to its retention. A workflow step
+worker `max_deliveries` times), jobs, workflows and compensations left in the
+outboxes (or whose compensation run's lease ran out) are published again, and
+the event log is trimmed to its retention. A workflow step
 goes out as the message it came in, so its workflow's canvas goes on after it.
 Running it on many workers at once is safe: each step is one atomic script.
 """
@@ -56,6 +57,10 @@ class Reaper:
         for workflow_id in self.workflows.store.due_outbox():
             log.info("publishing workflow %s again", workflow_id)
             counts["republished"] += self.workflows.republish(workflow_id)
+        for workflow_id in self.workflows.saga.due():
+            log.info("publishing the compensation of workflow %s again", workflow_id)
+            self.workflows.saga.delay(workflow_id)
+            counts["republished"] += self.dispatcher.compensate(workflow_id)
         self.events.trim(self.event_retention, now_ms())
         self._prune()
         return counts

@@ -18,10 +18,11 @@ from celery.utils.log import get_task_logger
 
 from tasks.clock import now_ms
 from tasks.dispatch import HARD_LIMIT_GRACE, RUN_JOB
-from tasks.handlers.base import JobContext, JobError, LeaseLost
+from tasks.handlers.base import JobContext, JobError, LeaseLost, StepStopped
 from tasks.lease import LeaseKeeper, ProgressReporter
 from tasks.lifecycle import Outcome
 from tasks.services import Services, current_services
+from tasks.statuses import JobStatus
 from tasks.store import Job
 
 log = get_task_logger(__name__)
@@ -74,7 +75,7 @@ class JobRunner:
             log.info("job %s not run: %s (%s)", job_id, claim.outcome, claim.status)
             return claim.outcome
         correlation_id.set(claim.job.get("correlation_id") or "-")
-        with LeaseKeeper(self._s.lifecycle, job_id, token) as keeper:
+        with LeaseKeeper.for_job(self._s.lifecycle, job_id, token) as keeper:
             return self._execute(claim.job, token, keeper)
 
     def _execute(self, job: Job, token: str, keeper: LeaseKeeper) -> str:
@@ -83,16 +84,23 @@ class JobRunner:
             plan = self._s.step_inputs.prepare(job)
             if plan.skip_reason is not None:
                 return self._settled(lifecycle.skip(job.id, token, plan.skip_reason), "skipped")
+            handler = self._s.registry.get(job["type"])
+            report = ProgressReporter(lifecycle, job.id, token, keeper,
+                                      handler.interruptible(plan.parameters))
             ctx = JobContext(
                 job_id=job.id, tenant=job["tenant"], prompt=job.get("prompt") or "",
                 parameters=plan.parameters, attempt=job["attempts"],
                 correlation_id=job.get("correlation_id", ""), artifacts=self._s.artifacts,
-                report=ProgressReporter(lifecycle, job.id, token, keeper),
+                report=report,
             )
-            result = self._s.registry.get(job["type"]).run(ctx)
+            result = handler.run(ctx)
         except LeaseLost:
             log.warning("job %s was taken over by another run; outcome discarded", job.id)
             return "lease_lost"
+        except StepStopped as exc:
+            # Its workflow is compensating: what the run made so far is undone here.
+            self._s.artifacts.delete_job_artifacts(job.id)
+            return self._settled(lifecycle.stop(job.id, token, exc.percent), "stopped")
         except SoftTimeLimitExceeded:
             return self._settled(lifecycle.fail(
                 job.id, token, "JOB_TIMEOUT", f"Job exceeded its time limit of {job['timeout']} s"),
@@ -107,11 +115,14 @@ class JobRunner:
         return self._settled(lifecycle.complete(job.id, token, result), "completed")
 
     def _settled(self, outcome: Outcome, label: str) -> str:
-        """Publish the parked steps the outcome released; say what happened."""
+        """Publish the parked steps the outcome released and the compensation it
+        queued (each outbox covers a lost publish); say what happened."""
         for job_id in outcome.ready:
             ready = self._s.store.get(job_id)
             if ready is not None:
                 self._s.dispatcher.republish(ready)
+        if outcome.compensate:
+            self._s.dispatcher.compensate(outcome.compensate)
         return label if outcome.ok else outcome.outcome
 
     def _retry_or_fail(self, job: Job, token: str, code: str, message: str) -> str:
@@ -123,6 +134,8 @@ class JobRunner:
                                           countdown)
         if not outcome.ok:
             return outcome.outcome
+        if outcome.status != JobStatus.PENDING:  # its workflow halted meanwhile
+            return self._settled(outcome, outcome.status)
         log.info("job %s retry %d in %.0f s", job.id, retry_count + 1, countdown)
         self._s.dispatcher.republish(job, countdown)
         return "retrying"

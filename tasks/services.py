@@ -18,6 +18,7 @@ from tasks.handlers.base import Limits
 from tasks.handlers.registry import HandlerRegistry, build_registry
 from tasks.inputs import StepInputs
 from tasks.lifecycle import LeasePolicy, Lifecycle
+from tasks.saga import SagaPolicy, SagaStore
 from tasks.store import JobStore
 from tasks.submission import JobService
 from tasks.workflow_store import WorkflowStore
@@ -54,6 +55,7 @@ class Services:
     workflows: WorkflowService
     step_inputs: StepInputs
     events: EventLog
+    saga: SagaStore
 
     @classmethod
     def build(cls, settings: Settings, celery: Celery) -> Services:
@@ -63,7 +65,8 @@ class Services:
         registry = build_registry(limits, test_handlers=settings.test_handlers,
                                   modules=settings.handler_modules)
         store = JobStore(client, settings.job_retention)
-        lifecycle = Lifecycle(redis_client(settings, patient=True), LeasePolicy(
+        patient = redis_client(settings, patient=True)
+        lifecycle = Lifecycle(patient, LeasePolicy(
             settings.lease_seconds, settings.max_deliveries, settings.outbox_grace,
             settings.job_retention))
         artifacts = ArtifactStore(client, settings.artifact_dir, settings.job_retention,
@@ -71,11 +74,14 @@ class Services:
         dispatcher = Dispatcher(celery, lifecycle, settings.queue, settings.broker_is_redis)
         jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, settings)
         workflow_store = WorkflowStore(client, store, settings.job_retention)
-        workflows = WorkflowService(workflow_store, jobs, dispatcher, lifecycle, celery,
+        saga = SagaStore(patient, SagaPolicy(
+            settings.lease_seconds, settings.outbox_grace, settings.job_retention,
+            settings.compensation_retries + 1, settings.compensation_backoff))
+        workflows = WorkflowService(workflow_store, jobs, dispatcher, lifecycle, saga, celery,
                                     settings.max_workflow_steps)
         step_inputs = StepInputs(client, registry, settings.max_output_side)
         return cls(settings, client, registry, store, lifecycle, artifacts, dispatcher, jobs,
-                   workflow_store, workflows, step_inputs, EventLog(client))
+                   workflow_store, workflows, step_inputs, EventLog(client), saga)
 
 
 def current_services() -> Services:

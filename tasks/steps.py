@@ -21,7 +21,7 @@ from tasks.runner import run_in_task
 
 # Outcomes after which the step is settled and the canvas may go on.
 SETTLED = frozenset({"completed", "failed", "skipped", "skip", "missing", "poisoned",
-                     "conflict"})
+                     "conflict", "stopped", "cancelled"})
 
 
 @shared_task(name=RUN_STEP, bind=True, acks_late=True, reject_on_worker_lost=True,

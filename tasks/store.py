@@ -22,9 +22,10 @@ from tasks.events import EventLog, EventType
 from tasks.scripts import Scripts
 from tasks.statuses import CANCELLABLE, JobStatus
 
-JSON_FIELDS = ("parameters", "requirements", "result", "error", "depends_on", "when")
+JSON_FIELDS = ("parameters", "requirements", "result", "error", "depends_on", "when",
+               "compensation_error")
 INT_FIELDS = ("progress", "priority", "attempts", "lost", "retries", "retry_count", "timeout",
-              "step_index", "deps_left")
+              "step_index", "deps_left", "completion_seq", "compensation_attempts")
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ class JobStore:
         fields = {"cancelled_at": ts, "cancel_reason": reason, "updated_at": ts,
                   "error": json.dumps({"code": "JOB_CANCELLED", "message": reason,
                                        "timestamp": ts})}
-        outcome, status, _ready = self._scripts.transition(
+        outcome, status, _ready, _compensate = self._scripts.transition(
             keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
             args=[",".join(CANCELLABLE), JobStatus.CANCELLED, json.dumps(fields), tenant,
                   "", "", self._retention, "1", ""],

@@ -22,8 +22,9 @@ from tasks.scripts import Scripts
 from tasks.statuses import JobStatus, WorkflowStatus
 from tasks.store import Job, JobStore, NewJob, Record, decode_cursor, encode_cursor
 
-INT_FIELDS = ("total_steps", "completed_steps", "failed_steps", "forced_cuts", "added_orders")
-JSON_FIELDS = ("job_ids", "error", "dag")
+INT_FIELDS = ("total_steps", "completed_steps", "failed_steps", "forced_cuts", "added_orders",
+              "saga_runs", "saga_lost", "compensating_step")
+JSON_FIELDS = ("job_ids", "error", "dag", "compensation_error")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class CancelOutcome:
     cancelled: int = 0
     total: int = 0
     stopped: list[str] = field(default_factory=list)
+    # The workflow whose compensation to publish ('' when none is queued yet).
+    compensate: str = ""
 
 
 class WorkflowStore:
@@ -194,13 +197,14 @@ class WorkflowStore:
         total, *counts = pipe.execute()
         return {"total": total, **dict(zip((str(s) for s in statuses), counts, strict=True))}
 
-    def cancel(self, workflow_id: str, tenant: str, reason: str,
-               terminate: bool) -> CancelOutcome:
-        outcome, status, cancelled, total, stopped = self._scripts.cancel_workflow(
+    def cancel(self, workflow_id: str, tenant: str, reason: str, *, terminate: bool,
+               compensate: bool, saga_due_ms: int) -> CancelOutcome:
+        outcome, status, cancelled, total, stopped, publish = self._scripts.cancel_workflow(
             keys=[keys.workflow(workflow_id), keys.LEASES],
-            args=[tenant, iso(), self._retention, reason, "1" if terminate else "0"])
+            args=[tenant, iso(), self._retention, reason, "1" if terminate else "0",
+                  "1" if compensate else "0", saga_due_ms])
         return CancelOutcome(str(outcome), str(status), int(cancelled), int(total),
-                             [str(s) for s in stopped])
+                             [str(s) for s in stopped], str(publish))
 
     def published(self, workflow_id: str) -> None:
         self._redis.zrem(keys.WORKFLOW_OUTBOX, workflow_id)

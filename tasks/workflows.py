@@ -21,6 +21,7 @@ from celery.canvas import Signature
 from tasks.compiler import Node, plan, to_canvas
 from tasks.dispatch import Dispatcher
 from tasks.lifecycle import Lifecycle
+from tasks.saga import SagaStore
 from tasks.statuses import WORKFLOW_ACTIVE
 from tasks.store import NewJob
 from tasks.submission import BrokerUnavailable, InvalidJob, JobService, NotFound
@@ -41,8 +42,18 @@ class NotCancellable(RuntimeError):
         self.status = status
 
 
+class NotCompensable(RuntimeError):
+    """Only a workflow that ended without success (cancelled, compensation_failed) and
+    left work behind can be compensated on request."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class CancelSummary:
+    status: str
     cancelled: int
     total: int
     stopped: list[str]
@@ -54,6 +65,7 @@ class WorkflowService:
     jobs: JobService
     dispatcher: Dispatcher
     lifecycle: Lifecycle
+    saga: SagaStore
     celery: Celery
     max_steps: int
 
@@ -100,17 +112,37 @@ class WorkflowService:
             return False
         return True
 
-    def cancel(self, workflow_id: str, tenant: str, reason: str,
-               terminate: bool) -> CancelSummary:
-        """Stop the workflow: no step that has not started will start."""
-        result = self.store.cancel(workflow_id, tenant, reason, terminate)
+    def cancel(self, workflow_id: str, tenant: str, reason: str, *, terminate: bool = False,
+               compensate: bool = False) -> CancelSummary:
+        """Stop the workflow: no step that has not started will start. With `compensate`,
+        what it completed is undone (running steps are asked to stop, not killed)."""
+        result = self.store.cancel(workflow_id, tenant, reason, terminate=terminate,
+                                   compensate=compensate, saga_due_ms=self.saga.outbox_due())
         if result.outcome == "missing":
             raise NotFound("WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
         if result.outcome == "conflict":
             raise NotCancellable(result.status)
         if result.stopped:
             self.celery.control.revoke(result.stopped, terminate=True, signal="SIGTERM")
-        return CancelSummary(result.cancelled, result.total, result.stopped)
+        if result.compensate:
+            self.dispatcher.compensate(result.compensate)
+        return CancelSummary(result.status, result.cancelled, result.total, result.stopped)
+
+    def compensate(self, workflow_id: str, tenant: str) -> str:
+        """An operator's retry of a failed compensation, or an undo of a cancelled
+        workflow's completed steps; returns the workflow's status (`compensating`)."""
+        restart = self.saga.restart(workflow_id, tenant)
+        if restart.outcome == "missing":
+            raise NotFound("WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
+        if restart.outcome == "nothing":
+            raise NotCompensable(restart.status, "The workflow has no completed step to undo")
+        if restart.outcome == "conflict":
+            raise NotCompensable(restart.status, (
+                f"Cannot compensate a workflow in status: {restart.status} (only cancelled "
+                "workflows and failed compensations)"))
+        if restart.publish:
+            self.dispatcher.compensate(restart.publish)
+        return restart.status
 
     def canvas(self, tree: Node, steps: Sequence[tuple[str, int, int]]) -> Signature:
         """The Celery canvas for a plan: (job id, priority, timeout) per step."""

@@ -28,7 +28,7 @@ from tasks import keys, statuses
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {str(status) for status in statuses.TERMINAL}
-WORKFLOW_DONE = {str(s) for s in statuses.WorkflowStatus} - set(statuses.WORKFLOW_ACTIVE)
+WORKFLOW_DONE = {str(s) for s in statuses.WORKFLOW_FINAL}
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,

@@ -1,4 +1,4 @@
-"""/api/workflows: create, read, list, count and cancel multi-step workflows."""
+"""/api/workflows: create, read, list, count, cancel and compensate multi-step workflows."""
 
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from app.schemas.workflows import (
 from tasks import keys
 from tasks.clock import now_ms
 from tasks.services import current_services
-from tasks.statuses import JobStatus
+from tasks.statuses import JobStatus, WorkflowStatus
 from tasks.store import InvalidCursor, Job
 from tasks.submission import BrokerUnavailable, NotFound
 from tasks.workflow_store import Workflow
-from tasks.workflows import InvalidWorkflow, NotCancellable
+from tasks.workflows import InvalidWorkflow, NotCancellable, NotCompensable
 
 bp = api_blueprint("workflows", __name__)
 CODE = "WORKFLOW_CREATION_FAILED"
@@ -67,18 +67,35 @@ def events(workflow_id: str) -> dict[str, Any]:
 
 @bp.post("/<workflow_id>/cancel")
 def cancel(workflow_id: str) -> dict[str, Any]:
-    """Cancel the steps that have not started; `terminate` stops running ones too."""
+    """Cancel the steps that have not started; `terminate` stops running ones too, and
+    `compensate` undoes the completed ones (the workflow ends compensated)."""
     body = json_body(WORKFLOW_CANCEL, "INVALID_REQUEST", "Cancel", optional=True)
     try:
         summary = current_services().workflows.cancel(
-            workflow_id, current_tenant(), body["reason"], body["terminate"])
+            workflow_id, current_tenant(), body["reason"], terminate=body["terminate"],
+            compensate=body["compensate"])
     except NotFound as exc:
         raise ApiError(404, exc.code, exc.message) from None
     except NotCancellable as exc:
         raise ApiError(409, "WORKFLOW_NOT_CANCELLABLE", str(exc)) from None
-    return {"success": True,
-            "message": f"Workflow cancelled ({summary.cancelled}/{summary.total} jobs cancelled)",
+    compensating = summary.status == WorkflowStatus.COMPENSATING
+    verb = "cancelled; compensating its completed steps" if compensating else "cancelled"
+    return {"success": True, "status": summary.status,
+            "message": f"Workflow {verb} ({summary.cancelled}/{summary.total} jobs cancelled)",
             "cancelled_jobs": summary.cancelled, "terminated_jobs": len(summary.stopped)}
+
+
+@bp.post("/<workflow_id>/compensate")
+def compensate(workflow_id: str) -> tuple[dict[str, Any], int]:
+    """Retry a failed compensation, or undo a cancelled workflow's completed steps."""
+    try:
+        status = current_services().workflows.compensate(workflow_id, current_tenant())
+    except NotFound as exc:
+        raise ApiError(404, exc.code, exc.message) from None
+    except NotCompensable as exc:
+        raise ApiError(409, "WORKFLOW_NOT_COMPENSABLE", str(exc)) from None
+    return {"success": True, "status": status,
+            "message": "Compensation started; follow it at the workflow's status or events"}, 202
 
 
 @bp.get("/stats")

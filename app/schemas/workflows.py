@@ -93,6 +93,7 @@ class WorkflowCancelSchema(Schema):
     reason = fields.String(load_default="User requested cancellation",
                            validate=validate.Length(max=500))
     terminate = fields.Boolean(load_default=False)
+    compensate = fields.Boolean(load_default=False)
 
 
 class WorkflowListQuery(Schema):
@@ -116,6 +117,9 @@ class WorkflowSchema(Schema):
     completed_at = fields.String(dump_default=None)
     error = fields.Raw(dump_default=None)
     correlation_id = fields.String(dump_default=None)
+    compensation_started_at = fields.String(dump_default=None)
+    # Which step's compensation failed for good, and why (status compensation_failed).
+    compensation_error = fields.Raw(dump_default=None)
 
 
 class StepStatusSchema(Schema):
@@ -130,6 +134,9 @@ class StepStatusSchema(Schema):
     attempts = fields.Integer(dump_default=0)
     started_at = fields.String(dump_default=None)
     completed_at = fields.String(dump_default=None)
+    compensated_at = fields.String(dump_default=None)
+    compensation_attempts = fields.Integer(dump_default=0)
+    compensation_error = fields.Raw(dump_default=None)
 
 
 WORKFLOW_CREATE = WorkflowCreateSchema()

@@ -49,6 +49,15 @@ class LeaseLost(Exception):
     """Another run took this job over: stop without writing an outcome."""
 
 
+class StepStopped(Exception):
+    """The step's workflow is compensating and the handler allows it to stop: the
+    step is cancelled, and what it saved so far is deleted."""
+
+    def __init__(self, percent: int) -> None:
+        super().__init__(f"stopped at {percent}%")
+        self.percent = percent
+
+
 @dataclass
 class JobContext:
     """The job as a handler sees it, plus the means to report and store."""
@@ -82,8 +91,28 @@ class JobContext:
         return public
 
 
+@dataclass(frozen=True)
+class CompensationContext:
+    """A completed step as its compensation sees it: what it was asked and what it made.
+
+    `attempt` counts every attempt at compensating this step, operator retries
+    included. A compensation may run more than once (a retry, a lost worker),
+    so it must be idempotent: undoing what is already undone is success.
+    """
+
+    job_id: str
+    tenant: str
+    parameters: Mapping[str, Any]
+    result: Mapping[str, Any]
+    attempt: int
+    correlation_id: str
+    artifacts: ArtifactStore
+
+
 class Handler(ABC):
-    """One job type. Subclasses set `type` and `parameters` and implement `run`."""
+    """One job type. Subclasses set `type` and `parameters` and implement `run`;
+    a handler whose work outlives its artifacts (a charge, a post) overrides
+    `compensate` to undo it."""
 
     type: ClassVar[str]
     prompt_required: ClassVar[bool] = False
@@ -97,6 +126,16 @@ class Handler(ABC):
     @abstractmethod
     def run(self, ctx: JobContext) -> dict[str, Any]:
         """Do the work; return the job's result (JSON-serialisable)."""
+
+    def compensate(self, ctx: CompensationContext) -> dict[str, Any]:
+        """Undo a completed step (a saga's compensation); the default deletes the
+        artifacts it produced. Raise to fail the attempt (it is retried)."""
+        return {"deleted_artifacts": ctx.artifacts.delete_job_artifacts(ctx.job_id)}
+
+    def interruptible(self, params: Mapping[str, Any]) -> bool:
+        """Whether a run may stop at its next progress report when its workflow
+        compensates; if not, the compensation waits for the run to finish."""
+        return True
 
     def requirements(self, params: Mapping[str, Any]) -> Requirements:
         """The seed's analysis: base memory by type, more for quality and batches."""

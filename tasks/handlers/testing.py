@@ -5,35 +5,63 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from tasks.handlers.base import Handler, JobContext, Limits
+from tasks.handlers.base import CompensationContext, Handler, JobContext, Limits
 
 
-class Echo(Handler):
+def _compensation() -> dict[str, fields.Field]:
+    """How a test step's compensation behaves: `fail` always fails; it may also fail
+    its first `compensation_failures` attempts, or take `compensation_seconds`."""
+    return {
+        "compensation": fields.String(load_default="ok", validate=validate.OneOf(["ok", "fail"])),
+        "compensation_failures": fields.Integer(load_default=0, validate=validate.Range(0, 100)),
+        "compensation_seconds": fields.Float(load_default=0.0, validate=validate.Range(0, 600)),
+    }
+
+
+class Compensable(Handler):
+    """A test handler whose compensation does as its parameters say."""
+
+    def compensate(self, ctx: CompensationContext) -> dict[str, Any]:
+        p = ctx.parameters
+        time.sleep(p["compensation_seconds"])
+        if p["compensation"] == "fail" or ctx.attempt <= p["compensation_failures"]:
+            raise RuntimeError(f"compensation failed on attempt {ctx.attempt}")
+        return {**super().compensate(ctx), "attempt": ctx.attempt}
+
+
+class Echo(Compensable):
     """Return `value` as the result."""
 
     type = "echo"
 
     def parameters(self, limits: Limits) -> Schema:
-        return Schema.from_dict({"value": fields.Raw(load_default=None, allow_none=True)},
-                                name="EchoParameters")()
+        return Schema.from_dict({"value": fields.Raw(load_default=None, allow_none=True),
+                                 **_compensation()}, name="EchoParameters")()
 
     def run(self, ctx: JobContext) -> dict[str, Any]:
         return {"value": ctx.parameters["value"]}
 
 
-class Sleep(Handler):
-    """Sleep `seconds`, reporting progress as it goes."""
+class Sleep(Compensable):
+    """Sleep `seconds`, reporting progress as it goes; stoppable unless `interruptible`
+    is false."""
 
     type = "sleep"
 
     def parameters(self, limits: Limits) -> Schema:
-        return Schema.from_dict(
-            {"seconds": fields.Float(required=True, validate=validate.Range(0, 3600))},
-            name="SleepParameters")()
+        return Schema.from_dict({
+            "seconds": fields.Float(required=True, validate=validate.Range(0, 3600)),
+            "interruptible": fields.Boolean(load_default=True),
+            **_compensation(),
+        }, name="SleepParameters")()
+
+    def interruptible(self, params: Mapping[str, Any]) -> bool:
+        return bool(params["interruptible"])
 
     def run(self, ctx: JobContext) -> dict[str, Any]:
         seconds = ctx.parameters["seconds"]
@@ -45,7 +73,8 @@ class Sleep(Handler):
 
 
 class Fail(Handler):
-    """Fail with `message`; with `kill_worker` the executing process dies instead."""
+    """Fail with `message` after `seconds`; with `kill_worker` the executing process
+    dies instead."""
 
     type = "fail"
 
@@ -53,24 +82,27 @@ class Fail(Handler):
         return Schema.from_dict({
             "message": fields.String(load_default="failed on purpose",
                                      validate=validate.Length(max=1000)),
+            "seconds": fields.Float(load_default=0.0, validate=validate.Range(0, 3600)),
             "kill_worker": fields.Boolean(load_default=False),
         }, name="FailParameters")()
 
     def run(self, ctx: JobContext) -> dict[str, Any]:
+        time.sleep(ctx.parameters["seconds"])
         if ctx.parameters["kill_worker"]:
             os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError(ctx.parameters["message"])
 
 
-class Flaky(Handler):
+class Flaky(Compensable):
     """Fail the first `fail_times` attempts, then succeed."""
 
     type = "flaky"
 
     def parameters(self, limits: Limits) -> Schema:
-        return Schema.from_dict(
-            {"fail_times": fields.Integer(required=True, validate=validate.Range(0, 100))},
-            name="FlakyParameters")()
+        return Schema.from_dict({
+            "fail_times": fields.Integer(required=True, validate=validate.Range(0, 100)),
+            **_compensation(),
+        }, name="FlakyParameters")()
 
     def run(self, ctx: JobContext) -> dict[str, Any]:
         if ctx.attempt <= ctx.parameters["fail_times"]:

@@ -7,7 +7,7 @@
 -- ARGV[10] the message's canvas context (workflow steps; '' for plain jobs)
 -- Returns {outcome, status, job hash as a flat list}. A step delivered before
 -- its dependencies completed is `parked` with its context, for the step that
--- completes them to publish again.
+-- completes them to publish again; a step of a halted workflow is cancelled.
 local job = KEYS[1]
 local status = redis.call('HGET', job, 'status')
 if not status then return {'missing', '', {}} end
@@ -32,6 +32,10 @@ elseif status == 'waiting' and ARGV[10] ~= '' then
   return {'parked', status, {}}
 elseif status ~= 'pending' then
   return {'skip', status, {}}
+end
+if halted(job) then
+  halt_step(job, ARGV[6], ARGV[9], KEYS[2], ARGV[2])
+  return {'skip', 'cancelled', {}}
 end
 set_status(job, 'running')
 redis.call('HINCRBY', job, 'attempts', 1)

@@ -3,7 +3,8 @@
 -- KEYS[1] job hash, KEYS[2] outbox, KEYS[3] leases
 -- ARGV[1] job id, ARGV[2] now (ms), ARGV[3] max deliveries, ARGV[4] outbox due (ms),
 -- ARGV[5] now (ISO), ARGV[6] retention (s)
--- Returns 'alive', 'gone', 'requeued', 'timed_out' or 'poisoned'
+-- Returns 'alive', 'gone', 'requeued', 'halted' (a step of a stopped workflow, now
+-- cancelled), 'timed_out' or 'poisoned'
 local job = KEYS[1]
 local deadline = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if deadline and tonumber(deadline) > tonumber(ARGV[2]) then return 'alive' end
@@ -24,6 +25,10 @@ if lost >= tonumber(ARGV[3]) then
   redis.call('HSET', job, 'error', error_json('WORKER_LOST', msg, ARGV[5]))
   finish_job(job, 'failed', ARGV[5], ARGV[6], KEYS[2], ARGV[4])
   return 'poisoned'
+end
+if halted(job) then
+  halt_step(job, ARGV[5], ARGV[6], KEYS[2], ARGV[4])
+  return 'halted'
 end
 set_status(job, 'pending')
 redis.call('HSET', job, 'updated_at', ARGV[5])

@@ -116,16 +116,18 @@ def test_a_false_condition_skips_the_step_and_its_dependents_still_run(api: Api)
     assert status["workflow"]["progress_percentage"] == 100.0
 
 
-def test_a_failed_step_fails_the_workflow_and_cancels_what_depends_on_it(api: Api) -> None:
+def test_a_failed_step_undoes_the_completed_ones_and_cancels_what_depends_on_it(
+        api: Api) -> None:
     workflow_id, _ = api.create_workflow({"name": "failing", "steps": [
         echo(1), {"type": "fail", "parameters": {"message": "boom"}, "depends_on": [0]},
         echo(3, depends_on=[1]), echo(4, depends_on=[2])]})
     status = api.wait_workflow(workflow_id)
-    assert status["workflow"]["status"] == "failed"
+    assert status["workflow"]["status"] == "compensated"
     assert status["workflow"]["error"]["code"] == "STEP_FAILED"
     assert "Step 1 failed: boom" in status["workflow"]["error"]["message"]
-    assert [s["status"] for s in status["steps"]] == ["completed", "failed", "cancelled",
+    assert [s["status"] for s in status["steps"]] == ["compensated", "failed", "cancelled",
                                                       "cancelled"]
+    assert status["steps"][0]["compensation_attempts"] == 1
     assert all(s["attempts"] == 0 for s in status["steps"][2:])
 
 

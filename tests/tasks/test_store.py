@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from tasks import keys
-from tasks.lifecycle import Lifecycle
+from tasks.lifecycle import Lease, Lifecycle
 from tasks.store import InvalidCursor, JobStore
 from tests.tasks.conftest import new_job
 
@@ -74,7 +74,7 @@ def test_a_superseded_run_can_neither_renew_nor_finish(store: JobStore,
     lifecycle.claim("j1", "old", "w1", "m", FAR)
     time.sleep(0.4)
     lifecycle.claim("j1", "new", "w2", "m", FAR)
-    assert lifecycle.heartbeat("j1", "old") is False
+    assert lifecycle.heartbeat("j1", "old") is Lease.LOST
     assert lifecycle.complete("j1", "old", {"stale": True}).outcome == "lost"
     assert lifecycle.complete("j1", "new", {"fresh": True}).outcome == "ok"
     assert store.get("j1")["result"] == {"fresh": True}

@@ -179,7 +179,7 @@ def test_a_worker_that_starts_after_a_cancel_refuses_the_steps(stack: Stack) -> 
     assert queued(stack) == 2
 
     # When it is cancelled (no worker hears a revoke) and then a worker starts
-    summary = stack.services.workflows.cancel(workflow_id, "tenant-a", "stop", False)
+    summary = stack.services.workflows.cancel(workflow_id, "tenant-a", "stop")
     assert (summary.cancelled, summary.total) == (3, 3)
     stack.worker("late")
 

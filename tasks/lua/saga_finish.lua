@@ -1,0 +1,16 @@
+-- Every completed step was compensated: the workflow ends compensated.
+-- KEYS[1] workflow hash
+-- ARGV[1] lease token, ARGV[2] now (ISO), ARGV[3] retention (s)
+-- Returns 'ok', 'lost', or 'unfinished' when a step still holds work to undo
+local wf = KEYS[1]
+if redis.call('HGET', wf, 'saga_token') ~= ARGV[1] then return 'lost' end
+local count = 0
+for _, key in ipairs(split(redis.call('HGET', wf, 'step_keys'))) do
+  local status = redis.call('HGET', key, 'status')
+  if status == 'completed' or status == 'compensation_failed' then return 'unfinished' end
+  if status == 'compensated' then count = count + 1 end
+end
+end_saga(wf)
+finish(wf, 'compensated', ARGV[2], ARGV[3])
+emit_workflow(EV.WORKFLOW_COMPENSATED, wf, ARGV[2], {compensated_steps = count})
+return 'ok'
