@@ -60,7 +60,8 @@ def fresh_database(server_url: str) -> str:
 
 
 def settings_env(redis_url: str, artifact_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment a test stack shares: short leases so recovery is quick to see."""
+    """The environment a test stack shares: short leases and backoffs, so recovery is quick
+    to see."""
     return {
         "REDIS_URL": redis_url,
         "CHORDLINE_API_KEYS": "key-tenant-a=tenant-a,key-tenant-b=tenant-b,"
@@ -71,6 +72,7 @@ def settings_env(redis_url: str, artifact_dir: Path, **extra: str) -> dict[str, 
         "CHORDLINE_REAPER_INTERVAL": "0.5",
         "CHORDLINE_HEARTBEAT_INTERVAL": "0.5",
         "CHORDLINE_OUTBOX_GRACE_SECONDS": "2",
+        "CHORDLINE_COMPENSATION_BACKOFF": "0.05",
         "CHORDLINE_LOG_LEVEL": "INFO",
         "CHORDLINE_MAX_OUTPUT_SIDE": "4096",
         **extra,

@@ -43,7 +43,7 @@ def test_the_status_has_the_seed_shape(api: Api) -> None:
         "id": None, "name": "shape", "description": None, "status": "completed",
         "total_steps": 1, "completed_steps": 1, "progress_percentage": 100.0,
         "created_at": None, "started_at": None, "completed_at": None, "error": None,
-        "correlation_id": None}
+        "correlation_id": None, "compensation_started_at": None, "compensation_error": None}
 
 
 def test_steps_run_in_dependency_order_with_parallel_branches(api: Api) -> None:
@@ -175,9 +175,81 @@ def test_cancel_with_terminate_stops_running_steps(api: Api) -> None:
     response = api.request("POST", f"/api/workflows/{workflow_id}/cancel",
                            json={"terminate": True})
     assert response.json() | {"message": None} == {
-        "success": True, "message": None, "cancelled_jobs": 2, "terminated_jobs": 1}
+        "success": True, "message": None, "status": "cancelled", "cancelled_jobs": 2,
+        "terminated_jobs": 1}
     steps = api.workflow(workflow_id)["steps"]
     assert [s["status"] for s in steps] == ["cancelled", "cancelled"]
+
+
+def test_cancel_with_compensate_stops_the_running_step_and_undoes_the_completed_one(
+        api: Api) -> None:
+    workflow_id, _ = api.create_workflow({"name": "undo", "steps": [
+        echo(0), sleep(30, depends_on=[0]), echo(2, depends_on=[1])]})
+    wait_for(lambda: api.workflow(workflow_id)["steps"][1]["status"] == "running", 10,
+             message="the second step to run")
+    response = api.request("POST", f"/api/workflows/{workflow_id}/cancel",
+                           json={"reason": "wrong prompt", "compensate": True})
+    assert response.status_code == 200
+    assert response.json()["status"] == "compensating"
+    status = api.wait_workflow(workflow_id, timeout=20)
+    assert status["workflow"]["status"] == "compensated"
+    assert status["workflow"]["error"]["code"] == "WORKFLOW_CANCELLED"
+    assert [s["status"] for s in status["steps"]] == ["compensated", "cancelled", "cancelled"]
+    assert status["steps"][1]["error"]["code"] == "STEP_STOPPED"
+    assert status["steps"][0]["compensated_at"] >= status["workflow"]["compensation_started_at"]
+    types = [e["type"] for e in api.request(
+        "GET", f"/api/workflows/{workflow_id}/events").json()["events"]]
+    assert types[-2:] == ["step.compensated", "workflow.compensated"]
+
+
+def test_compensated_images_are_gone(api: Api) -> None:
+    workflow_id, _ = api.create_workflow({"name": "images", "steps": [
+        {"type": "text-to-image", "prompt": "a lighthouse",
+         "parameters": {"width": 64, "height": 64, "steps": 1, "seed": 7}},
+        {"type": "upscale", "parameters": {"scale_factor": 2}, "depends_on": [0]},
+        {"type": "fail", "depends_on": [1]}]})
+    status = api.wait_workflow(workflow_id, timeout=30)
+    assert status["workflow"]["status"] == "compensated"
+    urls = [a["url"] for step in status["steps"][:2] for a in step["result"]["artifacts"]]
+    assert len(urls) == 2
+    for url in urls:
+        response = api.request("GET", url)
+        assert (response.status_code, response.json()["error"]["code"]) == (
+            404, "ARTIFACT_NOT_FOUND")
+    undone = [e for e in api.request("GET", f"/api/workflows/{workflow_id}/events").json()[
+        "events"] if e["type"] == "step.compensated"]
+    assert [(e["step_index"], e["data"]["result"]) for e in undone] == [
+        (1, {"deleted_artifacts": 1}), (0, {"deleted_artifacts": 1})]
+
+
+def test_an_operator_retries_a_failed_compensation(api: Api, api_b: Api) -> None:
+    workflow_id, _ = api.create_workflow({"name": "stuck", "steps": [
+        echo(0, parameters={"value": 0, "compensation": "fail"}),
+        {"type": "fail", "depends_on": [0]}]})
+    status = api.wait_workflow(workflow_id, timeout=30)
+    assert status["workflow"]["status"] == "compensation_failed"
+    assert status["workflow"]["compensation_error"]["step_index"] == 0
+    attempts = status["steps"][0]["compensation_attempts"]
+    assert status["steps"][0]["compensation_error"]["attempt"] == attempts
+    path = f"/api/workflows/{workflow_id}/compensate"
+    assert api_b.request("POST", path).status_code == 404
+    response = api.request("POST", path)
+    assert (response.status_code, response.json()["status"]) == (202, "compensating")
+    status = api.wait_workflow(workflow_id, timeout=30)
+    assert status["workflow"]["status"] == "compensation_failed"
+    assert status["steps"][0]["compensation_attempts"] == 2 * attempts
+
+
+def test_only_unsuccessful_workflows_with_work_left_can_be_compensated(api: Api) -> None:
+    done, _ = api.create_workflow({"name": "fine", "steps": [echo(0)]})
+    api.wait_workflow(done)
+    response = api.request("POST", f"/api/workflows/{done}/compensate")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "WORKFLOW_NOT_COMPENSABLE"
+    assert "completed" in response.json()["error"]["message"]
+    response = api.request("POST", "/api/workflows/no-such-workflow/compensate")
+    assert (response.status_code, response.json()["error"]["code"]) == (
+        404, "WORKFLOW_NOT_FOUND")
 
 
 def test_a_finished_workflow_cannot_be_cancelled(api: Api) -> None:

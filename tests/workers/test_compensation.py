@@ -29,9 +29,9 @@ DIAMOND = [[], [0], [0], [1, 2]]
 @pytest.fixture(scope="module")
 def saga_stack(tmp_path_factory: pytest.TempPathFactory,
                redis_server: RedisServer) -> Iterator[Stack]:
-    """A stack whose compensations retry once, quickly."""
+    """A stack whose compensations retry once."""
     env = settings_env(fresh_database(redis_server.url), tmp_path_factory.mktemp("artifacts"),
-                       CHORDLINE_COMPENSATION_RETRIES="1", CHORDLINE_COMPENSATION_BACKOFF="0.05")
+                       CHORDLINE_COMPENSATION_RETRIES="1")
     logs = tmp_path_factory.mktemp("saga-logs")
     stack = Stack(env, create_app(overrides_from_env(env)), logs)
     stack.workers.append(WorkerProcess(env, logs / "saga.log", concurrency=4, name="saga").start())
