@@ -117,6 +117,21 @@ def test_events_have_the_stable_schema(api: Api, sockets: Any) -> None:
     assert completed["ts"].endswith("Z") and len(completed["ts"]) == len("2026-01-01T00:00:00.000Z")
 
 
+def test_a_saga_is_watched_live_step_by_step(api: Api, sockets: Any) -> None:
+    # Given a subscriber to a workflow whose last step fails
+    workflow_id, _ = api.create_workflow({"name": "undo", "steps": [
+        echo("a"), echo("b", depends_on=[0]), {"type": "fail", "depends_on": [1]}]})
+    sock = sockets()
+    sock.subscribe(workflow_id=workflow_id, since="0")
+    # Then it sees the saga begin, undo each step, and end, as stored
+    events = sock.until(lambda m: m.get("type") == EventType.WORKFLOW_COMPENSATED)
+    assert events == stored(api, workflow_id)
+    saga = [(e["type"], e["step_index"]) for e in events
+            if e["type"].startswith(("workflow.compensat", "step."))]
+    assert saga == [(EventType.WORKFLOW_COMPENSATING, None), (EventType.STEP_COMPENSATED, 1),
+                    (EventType.STEP_COMPENSATED, 0), (EventType.WORKFLOW_COMPENSATED, None)]
+
+
 def test_a_client_that_drops_mid_workflow_resumes_with_exactly_the_stored_history(
         api: Api, sockets: Any) -> None:
     workflow_id, _job_ids = api.create_workflow({"name": "resume", "steps": [
