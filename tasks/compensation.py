@@ -55,7 +55,7 @@ class Compensator:
             log.info("compensation of workflow %s not run: %s", workflow_id, claim)
             return claim
         keeper = LeaseKeeper(lambda: saga.renew(workflow_id, token),
-                             saga.policy.lease_seconds / 3, f"compensation of {workflow_id}")
+                             saga.policy.lease.lease_seconds / 3, f"compensation of {workflow_id}")
         with keeper:
             return self._undo(workflow_id, token, keeper)
 

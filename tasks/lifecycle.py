@@ -59,10 +59,19 @@ class Lease(IntEnum):
 
 @dataclass(frozen=True)
 class LeasePolicy:
+    """How long work may go unrenewed, and a publish unconfirmed; shared by jobs and
+    compensation runs."""
+
     lease_seconds: float
     max_deliveries: int
     outbox_grace: float
     retention: int
+
+    def lease_deadline(self) -> int:
+        return now_ms() + int(self.lease_seconds * 1000)
+
+    def outbox_due(self, delay_s: float = 0.0) -> int:
+        return now_ms() + int((delay_s + self.outbox_grace) * 1000)
 
 
 class Lifecycle:
@@ -74,10 +83,10 @@ class Lifecycle:
         self.policy = policy
 
     def lease_deadline(self) -> int:
-        return now_ms() + int(self.policy.lease_seconds * 1000)
+        return self.policy.lease_deadline()
 
     def outbox_due(self, delay_s: float = 0.0) -> int:
-        return now_ms() + int((delay_s + self.policy.outbox_grace) * 1000)
+        return self.policy.outbox_due(delay_s)
 
     def claim(self, job_id: str, token: str, worker_id: str, machine_id: str,
               hard_deadline_ms: int, envelope: str = "") -> Claim:

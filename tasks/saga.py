@@ -22,7 +22,7 @@ import redis
 
 from tasks import keys
 from tasks.clock import iso, now_ms
-from tasks.lifecycle import Lease
+from tasks.lifecycle import Lease, LeasePolicy
 from tasks.scripts import Scripts
 
 
@@ -56,10 +56,9 @@ def compensation_order(depends_on: Sequence[Sequence[int]],
 
 @dataclass(frozen=True)
 class SagaPolicy:
-    lease_seconds: float
-    outbox_grace: float
-    retention: int
-    # Attempts at one step's compensation before the saga stops (per operator retry).
+    lease: LeasePolicy
+    # Attempts at one step's compensation before the saga stops (per operator retry),
+    # and the first backoff between them (seconds, doubling).
     attempts: int
     backoff: float
 
@@ -90,28 +89,26 @@ class SagaStore:
         self._scripts = Scripts(client)
         self.policy = policy
 
-    def lease_deadline(self) -> int:
-        return now_ms() + int(self.policy.lease_seconds * 1000)
-
     def outbox_due(self, delay_s: float = 0.0) -> int:
-        return now_ms() + int((delay_s + self.policy.outbox_grace) * 1000)
+        return self.policy.lease.outbox_due(delay_s)
 
     def claim(self, workflow_id: str, token: str, worker_id: str) -> str:
         """`claimed`, or why this run must stand down (`busy`, `early`, `skip`, `missing`)."""
         outcome, _status = self._scripts.saga_claim(
             keys=[keys.workflow(workflow_id)],
-            args=[token, now_ms(), self.lease_deadline(), worker_id, iso(), workflow_id])
+            args=[token, now_ms(), self.policy.lease.lease_deadline(), worker_id, iso(),
+                  workflow_id])
         return str(outcome)
 
     def renew(self, workflow_id: str, token: str) -> Lease:
         held = self._scripts.saga_renew(keys=[keys.workflow(workflow_id)],
-                                        args=[token, self.lease_deadline()])
+                                        args=[token, self.policy.lease.lease_deadline()])
         return Lease.HELD if held else Lease.LOST
 
     def attempt(self, workflow_id: str, job_id: str, token: str) -> Attempt:
         outcome, number, used = self._scripts.saga_attempt(
             keys=[keys.workflow(workflow_id), keys.job(job_id)],
-            args=[token, self.policy.attempts, iso(), self.policy.retention])
+            args=[token, self.policy.attempts, iso(), self.policy.lease.retention])
         return Attempt(str(outcome), int(number), int(used))
 
     def compensated(self, workflow_id: str, job_id: str, token: str,
@@ -132,7 +129,7 @@ class SagaStore:
     def finish(self, workflow_id: str, token: str) -> str:
         """`ok` once every completed step is compensated (the workflow ends compensated)."""
         return str(self._scripts.saga_finish(keys=[keys.workflow(workflow_id)],
-                                             args=[token, iso(), self.policy.retention]))
+                                             args=[token, iso(), self.policy.lease.retention]))
 
     def restart(self, workflow_id: str, tenant: str) -> Restart:
         """An operator's retry: compensate again what is not compensated yet."""
@@ -154,5 +151,5 @@ class SagaStore:
                 detail: Mapping[str, Any], not_before: int = 0, due: int = 0) -> bool:
         return self._scripts.saga_settle(
             keys=[keys.workflow(workflow_id), keys.job(job_id)],
-            args=[token, outcome, json.dumps(detail), iso(), self.policy.retention,
+            args=[token, outcome, json.dumps(detail), iso(), self.policy.lease.retention,
                   not_before, due]) == "ok"

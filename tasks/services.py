@@ -66,17 +66,16 @@ class Services:
                                   modules=settings.handler_modules)
         store = JobStore(client, settings.job_retention)
         patient = redis_client(settings, patient=True)
-        lifecycle = Lifecycle(patient, LeasePolicy(
-            settings.lease_seconds, settings.max_deliveries, settings.outbox_grace,
-            settings.job_retention))
+        lease = LeasePolicy(settings.lease_seconds, settings.max_deliveries,
+                            settings.outbox_grace, settings.job_retention)
+        lifecycle = Lifecycle(patient, lease)
         artifacts = ArtifactStore(client, settings.artifact_dir, settings.job_retention,
                                   settings.max_image_side)
         dispatcher = Dispatcher(celery, lifecycle, settings.queue, settings.broker_is_redis)
         jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, settings)
         workflow_store = WorkflowStore(client, store, settings.job_retention)
-        saga = SagaStore(patient, SagaPolicy(
-            settings.lease_seconds, settings.outbox_grace, settings.job_retention,
-            settings.compensation_retries + 1, settings.compensation_backoff))
+        saga = SagaStore(patient, SagaPolicy(lease, settings.compensation_retries + 1,
+                                             settings.compensation_backoff))
         workflows = WorkflowService(workflow_store, jobs, dispatcher, lifecycle, saga, celery,
                                     settings.max_workflow_steps)
         step_inputs = StepInputs(client, registry, settings.max_output_side)

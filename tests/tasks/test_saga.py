@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tasks import keys
 from tasks.events import EventLog
-from tasks.lifecycle import Lease, Lifecycle, Outcome
+from tasks.lifecycle import Lease, LeasePolicy, Lifecycle, Outcome
 from tasks.saga import SagaPolicy, SagaStore, compensation_order
 from tasks.store import JobStore
 from tasks.workflow_store import NewStep, NewWorkflow, WorkflowStore
@@ -61,8 +61,8 @@ def test_whatever_the_numbering_a_step_is_undone_after_its_dependents(
 
 @pytest.fixture
 def saga(client: redis.Redis) -> SagaStore:
-    return SagaStore(client, SagaPolicy(lease_seconds=0.3, outbox_grace=0.2, retention=3600,
-                                        attempts=2, backoff=0.01))
+    lease = LeasePolicy(lease_seconds=0.3, max_deliveries=2, outbox_grace=0.2, retention=3600)
+    return SagaStore(client, SagaPolicy(lease, attempts=2, backoff=0.01))
 
 
 @pytest.fixture

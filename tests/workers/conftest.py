@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,11 @@ class Stack:
         assert job is not None
         return dict(job.fields)
 
+    def close(self) -> None:
+        for process in self.workers:
+            process.stop()
+        self.app.extensions["event_hub"].stop()
+
 
 StackFactory = Callable[..., Stack]
 
@@ -59,9 +65,21 @@ def make_stack(tmp_path: Path) -> Iterator[StackFactory]:
 
     yield build
     for stack in stacks:
-        for process in stack.workers:
-            process.stop()
-        stack.app.extensions["event_hub"].stop()
+        stack.close()
+
+
+@contextmanager
+def shared_stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer,
+                 name: str, concurrency: int, **extra: str) -> Iterator[Stack]:
+    """A stack with one wide worker, for the tests of a module to share."""
+    env = settings_env(fresh_database(redis_server.url), tmp_path_factory.mktemp("artifacts"),
+                       **extra)
+    stack = Stack(env, create_app(overrides_from_env(env)), tmp_path_factory.mktemp(name))
+    try:
+        stack.worker(name, concurrency)
+        yield stack
+    finally:
+        stack.close()
 
 
 @pytest.fixture

@@ -8,18 +8,10 @@ from typing import Any
 
 import pytest
 
-from app import create_app
 from app.embedded_redis import RedisServer
 from tasks import keys
-from tests.support import (
-    WORKFLOW_DONE,
-    WorkerProcess,
-    fresh_database,
-    overrides_from_env,
-    settings_env,
-    wait_for,
-)
-from tests.workers.conftest import Stack
+from tests.support import WORKFLOW_DONE, wait_for
+from tests.workers.conftest import Stack, shared_stack
 
 pytestmark = pytest.mark.slow
 CHAIN = [[], [0], [1], [2], [3], [4]]
@@ -30,15 +22,9 @@ DIAMOND = [[], [0], [0], [1, 2]]
 def saga_stack(tmp_path_factory: pytest.TempPathFactory,
                redis_server: RedisServer) -> Iterator[Stack]:
     """A stack whose compensations retry once."""
-    env = settings_env(fresh_database(redis_server.url), tmp_path_factory.mktemp("artifacts"),
-                       CHORDLINE_COMPENSATION_RETRIES="1")
-    logs = tmp_path_factory.mktemp("saga-logs")
-    stack = Stack(env, create_app(overrides_from_env(env)), logs)
-    stack.workers.append(WorkerProcess(env, logs / "saga.log", concurrency=4, name="saga").start())
-    yield stack
-    for worker in stack.workers:
-        worker.stop()
-    stack.app.extensions["event_hub"].stop()
+    with shared_stack(tmp_path_factory, redis_server, "saga", concurrency=4,
+                      CHORDLINE_COMPENSATION_RETRIES="1") as stack:
+        yield stack
 
 
 def echo(index: int, depends_on: list[int], **parameters: Any) -> dict[str, Any]:
@@ -65,6 +51,13 @@ def settled(stack: Stack, workflow_id: str, timeout: float = 60) -> dict[str, An
 
 def events(stack: Stack, workflow_id: str) -> list[dict[str, Any]]:
     return list(stack.services.events.read_all(keys.workflow_events(workflow_id)))
+
+
+def run_to_end(stack: Stack, steps: list[dict[str, Any]],
+               timeout: float = 60) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Create a workflow and wait for its end: the workflow with its steps, and its events."""
+    workflow_id = create(stack, steps)
+    return settled(stack, workflow_id, timeout), events(stack, workflow_id)
 
 
 def indices(history: list[dict[str, Any]], event_type: str) -> list[int]:
@@ -96,9 +89,7 @@ def with_failure(depends_on: list[list[int]], failing: int) -> list[dict[str, An
 @pytest.mark.parametrize("failing", range(len(CHAIN)))
 def test_a_failure_anywhere_in_a_chain_undoes_the_steps_before_it_in_reverse(
         saga_stack: Stack, failing: int) -> None:
-    workflow_id = create(saga_stack, with_failure(CHAIN, failing))
-    workflow = settled(saga_stack, workflow_id)
-    history = events(saga_stack, workflow_id)
+    workflow, history = run_to_end(saga_stack, with_failure(CHAIN, failing))
     statuses = [s["status"] for s in workflow["steps"]]
     assert statuses == ["compensated"] * failing + ["failed"] + ["cancelled"] * (5 - failing)
     assert_undone_exactly_what_completed(history, CHAIN)
@@ -121,9 +112,7 @@ def test_a_failure_anywhere_in_a_chain_undoes_the_steps_before_it_in_reverse(
 @pytest.mark.parametrize("failing", range(len(DIAMOND)))
 def test_a_failure_anywhere_in_a_diamond_undoes_what_completed_latest_first(
         saga_stack: Stack, failing: int) -> None:
-    workflow_id = create(saga_stack, with_failure(DIAMOND, failing))
-    workflow = settled(saga_stack, workflow_id)
-    history = events(saga_stack, workflow_id)
+    workflow, history = run_to_end(saga_stack, with_failure(DIAMOND, failing))
     undone = assert_undone_exactly_what_completed(history, DIAMOND)
     assert workflow["steps"][failing]["status"] == "failed"
     assert all(s["status"] != "completed" for s in workflow["steps"])
@@ -137,10 +126,8 @@ def test_a_failure_anywhere_in_a_diamond_undoes_what_completed_latest_first(
 def test_two_parallel_failures_start_one_compensation(saga_stack: Stack) -> None:
     # Given two branches that fail at the same moment after a completed step
     fail = {"type": "fail", "parameters": {"seconds": 0.5}, "retries": 0}
-    workflow_id = create(saga_stack, [echo(0, []), {**fail, "depends_on": [0]},
-                                      {**fail, "depends_on": [0]}, echo(3, [1, 2])])
-    workflow = settled(saga_stack, workflow_id)
-    history = events(saga_stack, workflow_id)
+    workflow, history = run_to_end(saga_stack, [
+        echo(0, []), {**fail, "depends_on": [0]}, {**fail, "depends_on": [0]}, echo(3, [1, 2])])
     # Then the first failure begins the saga, and it waits for the other to settle
     assert [s["status"] for s in workflow["steps"]] == [
         "compensated", "failed", "failed", "cancelled"]
@@ -152,28 +139,27 @@ def test_two_parallel_failures_start_one_compensation(saga_stack: Stack) -> None
     assert workflow["saga_runs"] == 1
 
 
-def test_a_running_step_that_may_stop_is_stopped_and_its_output_deleted(
+def test_a_running_step_that_may_stop_is_stopped_and_cancelled(
         saga_stack: Stack) -> None:
-    workflow_id = create(saga_stack, [
+    workflow, history = run_to_end(saga_stack, [
         echo(0, []),
         {"type": "sleep", "parameters": {"seconds": 30}, "depends_on": [0], "retries": 0},
-        {"type": "fail", "parameters": {"seconds": 1}, "depends_on": [0], "retries": 0}])
-    workflow = settled(saga_stack, workflow_id, timeout=20)
+        {"type": "fail", "parameters": {"seconds": 1}, "depends_on": [0], "retries": 0}],
+        timeout=20)
     stopped = workflow["steps"][1]
     assert [s["status"] for s in workflow["steps"]] == ["compensated", "cancelled", "failed"]
     assert stopped["error"]["code"] == "STEP_STOPPED"
-    assert indices(events(saga_stack, workflow_id), "step.compensated") == [0]
+    assert indices(history, "step.compensated") == [0]
 
 
 def test_a_running_step_that_may_not_stop_is_compensated_after_it_finishes(
         saga_stack: Stack) -> None:
-    workflow_id = create(saga_stack, [
+    workflow, history = run_to_end(saga_stack, [
         echo(0, []),
         {"type": "sleep", "parameters": {"seconds": 2, "interruptible": False},
          "depends_on": [0], "retries": 0},
-        {"type": "fail", "parameters": {"seconds": 0.5}, "depends_on": [0], "retries": 0}])
-    workflow = settled(saga_stack, workflow_id, timeout=20)
-    history = events(saga_stack, workflow_id)
+        {"type": "fail", "parameters": {"seconds": 0.5}, "depends_on": [0], "retries": 0}],
+        timeout=20)
     assert [s["status"] for s in workflow["steps"]] == ["compensated", "compensated", "failed"]
     assert indices(history, "step.compensated") == [1, 0]
     moments = [(e["type"], e["step_index"]) for e in history]
@@ -182,10 +168,8 @@ def test_a_running_step_that_may_not_stop_is_compensated_after_it_finishes(
 
 def test_a_failing_compensation_ends_compensation_failed_naming_the_step(
         saga_stack: Stack) -> None:
-    workflow_id = create(saga_stack, [echo(0, [], compensation="fail"), echo(1, [0]),
-                                      with_failure([[], [0], [1]], 2)[2]])
-    workflow = settled(saga_stack, workflow_id)
-    history = events(saga_stack, workflow_id)
+    workflow, history = run_to_end(saga_stack, [
+        echo(0, [], compensation="fail"), echo(1, [0]), with_failure([[], [0], [1]], 2)[2]])
     assert workflow["status"] == "compensation_failed"
     assert [s["status"] for s in workflow["steps"]] == [
         "compensation_failed", "compensated", "failed"]
@@ -201,8 +185,8 @@ def test_a_failing_compensation_ends_compensation_failed_naming_the_step(
 def test_an_operator_retry_compensates_what_is_left_and_nothing_twice(
         saga_stack: Stack) -> None:
     # Given a compensation that fails its first three attempts (a run makes two)
-    workflow_id = create(saga_stack, [echo(0, [], compensation_failures=3), echo(1, [0]),
-                                      with_failure([[], [0], [1]], 2)[2]])
+    workflow_id = create(saga_stack, [
+        echo(0, [], compensation_failures=3), echo(1, [0]), with_failure([[], [0], [1]], 2)[2]])
     assert settled(saga_stack, workflow_id)["status"] == "compensation_failed"
     # When an operator retries it
     assert saga_stack.services.workflows.compensate(workflow_id, "tenant-a") == "compensating"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from app.embedded_redis import RedisServer
 from tasks import keys
 from tests.support import wait_for
 from tests.tasks.test_compiler import dags
-from tests.workers.conftest import Stack
+from tests.workers.conftest import Stack, shared_stack
 
 pytestmark = pytest.mark.slow
 DONE = {"completed", "failed", "cancelled"}
@@ -56,18 +57,10 @@ def assert_ran_once_in_order(steps: list[dict[str, Any]], depends_on: list[list[
 
 @pytest.fixture(scope="module")
 def canvas_stack(tmp_path_factory: pytest.TempPathFactory,
-                 redis_server: RedisServer) -> Stack:
+                 redis_server: RedisServer) -> Iterator[Stack]:
     """One stack with a wide worker, shared by the generated DAGs."""
-    from app import create_app
-    from tests.support import WorkerProcess, fresh_database, overrides_from_env, settings_env
-
-    env = settings_env(fresh_database(redis_server.url), tmp_path_factory.mktemp("artifacts"))
-    logs = tmp_path_factory.mktemp("canvas-logs")
-    stack = Stack(env, create_app(overrides_from_env(env)), logs)
-    stack.workers.append(WorkerProcess(env, logs / "wide.log", concurrency=8, name="wide").start())
-    yield stack
-    for worker in stack.workers:
-        worker.stop()
+    with shared_stack(tmp_path_factory, redis_server, "wide", concurrency=8) as stack:
+        yield stack
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
