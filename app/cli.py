@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason")
     cancel.add_argument("--terminate", action="store_true",
                         help="also stop a workflow's running steps")
+    cancel.add_argument("--compensate", action="store_true",
+                        help="also undo the steps a workflow completed")
+    compensate = commands.add_parser(
+        "compensate", help="retry a workflow's failed compensation, or undo a cancelled one")
+    compensate.add_argument("id")
     follow = commands.add_parser("watch", help="follow a job or workflow live")
     follow.add_argument("id")
     follow.add_argument("--since", default="0", help="resume after this event id")
@@ -161,8 +166,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         print(json.dumps(body, indent=2), file=out)
         return 0
     if args.command == "cancel":
-        answer = client.cancel(client.kind_of(args.id), args.id, args.reason, args.terminate)
+        answer = client.cancel(client.kind_of(args.id), args.id, args.reason, args.terminate,
+                               args.compensate)
         print(answer.get("message", "cancelled"), file=out)
+        return 0
+    if args.command == "compensate":
+        print(client.compensate(args.id)["message"], file=out)
         return 0
     return watch(client, args.id, args.since, out)
 

@@ -89,12 +89,16 @@ class ChordlineClient:
         raise ClientError(404, "NOT_FOUND", f"No job or workflow with ID {ident}")
 
     def cancel(self, kind: str, ident: str, reason: str | None = None,
-               terminate: bool = False) -> dict[str, Any]:
+               terminate: bool = False, compensate: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {"reason": reason} if reason else {}
         if kind == "workflow":
-            body["terminate"] = terminate
+            body |= {"terminate": terminate, "compensate": compensate}
             return self.request("POST", f"/api/workflows/{ident}/cancel", json=body)
         return self.request("POST", f"/api/jobs/{ident}/cancel", json=body)
+
+    def compensate(self, workflow_id: str) -> dict[str, Any]:
+        """Retry a workflow's failed compensation, or undo a cancelled one's steps."""
+        return self.request("POST", f"/api/workflows/{workflow_id}/compensate")
 
     def events(self, kind: str, ident: str, since: str = "0") -> list[dict[str, Any]]:
         """The stored history, every page of it."""

@@ -70,6 +70,23 @@ def test_cancel_a_workflow_and_watch_says_it_did_not_complete(
     assert watched.stdout.splitlines()[-1].split()[1] == EventType.WORKFLOW_CANCELLED
 
 
+def test_cancel_with_compensate_then_compensate_again_is_refused(
+        live_server: LiveServer, api: Api) -> None:
+    workflow_id, _ = api.create_workflow({"name": "undo", "steps": [
+        {"type": "echo", "parameters": {"value": 1}},
+        {"type": "sleep", "parameters": {"seconds": 30}, "depends_on": [0]}]})
+    api.wait(api.workflow(workflow_id)["steps"][0]["job_id"])
+    cancelled = chordline(live_server, "cancel", workflow_id, "--compensate")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "compensating its completed steps" in cancelled.stdout
+    watched = chordline(live_server, "watch", workflow_id)
+    assert watched.returncode == 1
+    assert watched.stdout.splitlines()[-1].split()[1] == EventType.WORKFLOW_COMPENSATED
+    again = chordline(live_server, "compensate", workflow_id)
+    assert again.returncode == 1
+    assert "WORKFLOW_NOT_COMPENSABLE" in again.stderr
+
+
 @pytest.mark.parametrize("content, name, message", [
     ("{not json", "bad.json", "not valid JSON"),
     ("a: [", "bad.yaml", "not valid YAML"),
