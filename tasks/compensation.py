@@ -93,7 +93,8 @@ class Compensator:
             log.warning("compensation of step %s of workflow %s failed (attempt %d)",
                         step["step_index"], workflow_id, attempt.number, exc_info=True)
             return self._attempt_failed(workflow_id, step, token, attempt, exc)
-        saga.compensated(workflow_id, step.id, token, result or {})
+        if not saga.compensated(workflow_id, step.id, token, result or {}):
+            return "lease_lost"  # another run took over; it records this step itself
         return "compensated"
 
     def _attempt_failed(self, workflow_id: str, step: Job, token: str, attempt: Attempt,

@@ -151,5 +151,6 @@ class SagaStore:
                 detail: Mapping[str, Any], not_before: int = 0, due: int = 0) -> bool:
         return self._scripts.saga_settle(
             keys=[keys.workflow(workflow_id), keys.job(job_id)],
-            args=[token, outcome, json.dumps(detail), iso(), self.policy.lease.retention,
-                  not_before, due]) == "ok"
+            # default=str: what a plugin's compensation returns is shown, never a crash.
+            args=[token, outcome, json.dumps(detail, default=str), iso(),
+                  self.policy.lease.retention, not_before, due]) == "ok"
