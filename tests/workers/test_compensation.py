@@ -123,6 +123,20 @@ def test_a_failure_anywhere_in_a_diamond_undoes_what_completed_latest_first(
         assert undone[-1] == 0 and sorted(undone[:2]) == [1, 2]
 
 
+@pytest.mark.parametrize("failing, code", [
+    ({"type": "sleep", "parameters": {"seconds": 30}, "timeout_seconds": 1}, "JOB_TIMEOUT"),
+    ({"type": "flaky", "parameters": {"fail_times": 5}, "retries": 1}, "HANDLER_ERROR"),
+], ids=["timed-out", "retries-exhausted"])
+def test_a_step_fails_for_good_by_timing_out_or_using_up_its_retries(
+        saga_stack: Stack, failing: dict[str, Any], code: str) -> None:
+    workflow, history = run_to_end(saga_stack, [echo(0, []), {
+        "retries": 0, **failing, "depends_on": [0]}])
+    assert [s["status"] for s in workflow["steps"]] == ["compensated", "failed"]
+    assert workflow["steps"][1]["error"]["code"] == code
+    assert indices(history, "step.compensated") == [0]
+    assert workflow["status"] == "compensated"
+
+
 def test_two_parallel_failures_start_one_compensation(saga_stack: Stack) -> None:
     # Given two branches that fail at the same moment after a completed step
     fail = {"type": "fail", "parameters": {"seconds": 0.5}, "retries": 0}
