@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+# Imported at collection rather than by hypothesis's own pytest plugin in the terminal
+# summary: compiling its assertion-rewritten modules that late trips CPython 3.11's "AST
+# constructor recursion depth mismatch" (pytest#10874) in a run that used no hypothesis test.
+import hypothesis  # noqa: F401
 import pytest
 import redis
 from flask import Flask

@@ -139,7 +139,7 @@ def test_a_step_fails_for_good_by_timing_out_or_using_up_its_retries(
 
 def test_two_parallel_failures_start_one_compensation(saga_stack: Stack) -> None:
     # Given two branches that fail at the same moment after a completed step
-    fail = {"type": "fail", "parameters": {"seconds": 0.5}, "retries": 0}
+    fail = {"type": "fail", "parameters": {"seconds": 1.5}, "retries": 0}
     workflow, history = run_to_end(saga_stack, [
         echo(0, []), {**fail, "depends_on": [0]}, {**fail, "depends_on": [0]}, echo(3, [1, 2])])
     # Then the first failure begins the saga, and it waits for the other to settle
@@ -158,7 +158,7 @@ def test_a_running_step_that_may_stop_is_stopped_and_cancelled(
     workflow, history = run_to_end(saga_stack, [
         echo(0, []),
         {"type": "sleep", "parameters": {"seconds": 30}, "depends_on": [0], "retries": 0},
-        {"type": "fail", "parameters": {"seconds": 1}, "depends_on": [0], "retries": 0}],
+        {"type": "fail", "parameters": {"seconds": 2}, "depends_on": [0], "retries": 0}],
         timeout=20)
     stopped = workflow["steps"][1]
     assert [s["status"] for s in workflow["steps"]] == ["compensated", "cancelled", "failed"]
@@ -170,9 +170,9 @@ def test_a_running_step_that_may_not_stop_is_compensated_after_it_finishes(
         saga_stack: Stack) -> None:
     workflow, history = run_to_end(saga_stack, [
         echo(0, []),
-        {"type": "sleep", "parameters": {"seconds": 2, "interruptible": False},
+        {"type": "sleep", "parameters": {"seconds": 3, "interruptible": False},
          "depends_on": [0], "retries": 0},
-        {"type": "fail", "parameters": {"seconds": 0.5}, "depends_on": [0], "retries": 0}],
+        {"type": "fail", "parameters": {"seconds": 1}, "depends_on": [0], "retries": 0}],
         timeout=20)
     assert [s["status"] for s in workflow["steps"]] == ["compensated", "compensated", "failed"]
     assert indices(history, "step.compensated") == [1, 0]
