@@ -21,7 +21,7 @@ if ARGV[6] == '1' then
   local running, completed = step_census(wf)
   if #running + completed > 0 then
     local cause = {code = 'WORKFLOW_CANCELLED', message = ARGV[4], timestamp = ARGV[2]}
-    local count, saga = begin_compensation(wf, ARGV[2], ARGV[3], cause, ARGV[7])
+    local count, saga = begin_compensation(wf, running, ARGV[2], ARGV[3], cause, ARGV[7])
     return {'ok', 'compensating', count, total, {}, saga}
   end
 end

@@ -153,8 +153,8 @@ local function cancel_steps(wf, ts, retention, error, running, leases_key)
   return count, stopped
 end
 
--- The statuses of a workflow's steps: how many run, how many completed (work a
--- compensation would undo), and the step keys of the running ones.
+-- The statuses of a workflow's steps: the keys of the running ones, and how many
+-- completed (work a compensation would undo).
 local function step_census(wf)
   local running, completed = {}, 0
   for _, key in ipairs(split(redis.call('HGET', wf, 'step_keys'))) do
@@ -192,10 +192,10 @@ local function await_running(wf, running, due)
 end
 
 -- The saga begins: in this one step no further step can start, the unstarted
--- ones are cancelled and the compensation is queued (or awaits the running
--- steps). `cause` is the workflow's error. Returns {steps cancelled, id to publish}.
-local function begin_compensation(wf, ts, retention, cause, due)
-  local running = step_census(wf)
+-- ones are cancelled and the compensation is queued (or awaits the `running`
+-- steps, from step_census). `cause` is the workflow's error. Returns the number
+-- of steps cancelled and the id to publish.
+local function begin_compensation(wf, running, ts, retention, cause, due)
   set_status(wf, 'compensating')
   redis.call('HSET', wf, 'error', cjson.encode(cause), 'updated_at', ts,
     'compensation_started_at', ts)
@@ -259,7 +259,7 @@ local function settle_step(job, status, ts, retention, outbox, due)
         job_id = redis.call('HGET', job, 'id'), timestamp = ts}
       local running, completed = step_census(wf)
       if #running + completed > 0 then
-        local _, queued = begin_compensation(wf, ts, retention, failure, due)
+        local _, queued = begin_compensation(wf, running, ts, retention, failure, due)
         return ready, queued
       end
       -- Nothing was done, so nothing is undone: the workflow simply failed.
