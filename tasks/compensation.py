@@ -35,22 +35,21 @@ log = logging.getLogger(__name__)
 def compensate(self: Task, workflow_id: str) -> str:
     """Run the workflow's compensation; the return value says what happened."""
     try:
-        return Compensator(current_services(), self.request.hostname or "worker").run(workflow_id)
+        return Compensator(current_services()).run(workflow_id)
     except redis.ConnectionError as exc:
         # The lease (if taken) runs out and the reaper publishes the run again.
         raise Reject(str(exc), requeue=True) from exc
 
 
 class Compensator:
-    def __init__(self, services: Services, worker_id: str) -> None:
+    def __init__(self, services: Services) -> None:
         self._s = services
-        self._worker_id = worker_id
 
     def run(self, workflow_id: str) -> str:
         """Claim the compensation and undo what is left to undo."""
         saga = self._s.saga
         token = uuid.uuid4().hex
-        claim = saga.claim(workflow_id, token, self._worker_id)
+        claim = saga.claim(workflow_id, token)
         if claim != "claimed":
             log.info("compensation of workflow %s not run: %s", workflow_id, claim)
             return claim

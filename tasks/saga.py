@@ -33,12 +33,10 @@ def compensation_order(depends_on: Sequence[Sequence[int]],
     Reverse topological: a step is undone only after every completed step that
     depends on it. Among the steps free to go, the latest-completed goes first.
     """
-    dependents: dict[int, list[int]] = {index: [] for index in completed}
     blocking = dict.fromkeys(completed, 0)
     for index in completed:
         for dep in depends_on[index]:
             if dep in completed:
-                dependents[dep].append(index)
                 blocking[dep] += 1
     free = [(-completed[i], i) for i, count in blocking.items() if count == 0]
     heapq.heapify(free)
@@ -92,13 +90,11 @@ class SagaStore:
     def outbox_due(self, delay_s: float = 0.0) -> int:
         return self.policy.lease.outbox_due(delay_s)
 
-    def claim(self, workflow_id: str, token: str, worker_id: str) -> str:
+    def claim(self, workflow_id: str, token: str) -> str:
         """`claimed`, or why this run must stand down (`busy`, `early`, `skip`, `missing`)."""
-        outcome, _status = self._scripts.saga_claim(
+        return str(self._scripts.saga_claim(
             keys=[keys.workflow(workflow_id)],
-            args=[token, now_ms(), self.policy.lease.lease_deadline(), worker_id, iso(),
-                  workflow_id])
-        return str(outcome)
+            args=[token, now_ms(), self.policy.lease.lease_deadline(), iso(), workflow_id]))
 
     def renew(self, workflow_id: str, token: str) -> Lease:
         held = self._scripts.saga_renew(keys=[keys.workflow(workflow_id)],

@@ -23,7 +23,7 @@ from tasks.statuses import JobStatus, WorkflowStatus
 from tasks.store import Job, JobStore, NewJob, Record, decode_cursor, encode_cursor
 
 INT_FIELDS = ("total_steps", "completed_steps", "failed_steps", "forced_cuts", "added_orders",
-              "saga_runs", "saga_lost", "compensating_step")
+              "saga_runs", "saga_lost")
 JSON_FIELDS = ("job_ids", "error", "dag", "compensation_error")
 
 

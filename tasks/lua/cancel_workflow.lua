@@ -19,7 +19,7 @@ if not workflow_active(status) then return {'conflict', status, 0, total, {}, ''
 redis.call('HSET', wf, 'cancelled_at', ARGV[2], 'cancel_reason', ARGV[4])
 if ARGV[6] == '1' then
   local running, completed = step_census(wf)
-  if #running + completed > 0 then
+  if #running + #completed > 0 then
     local cause = {code = 'WORKFLOW_CANCELLED', message = ARGV[4], timestamp = ARGV[2]}
     local count, saga = begin_compensation(wf, running, ARGV[2], ARGV[3], cause, ARGV[7])
     return {'ok', 'compensating', count, total, {}, saga}

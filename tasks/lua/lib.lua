@@ -153,16 +153,18 @@ local function cancel_steps(wf, ts, retention, error, running, leases_key)
   return count, stopped
 end
 
--- The statuses of a workflow's steps: the keys of the running ones, and how many
--- completed (work a compensation would undo).
+-- The statuses of a workflow's steps: the keys of the running ones, the keys of
+-- the completed ones (work a compensation would undo), and how many are compensated.
 local function step_census(wf)
-  local running, completed = {}, 0
+  local running, completed, compensated = {}, {}, 0
   for _, key in ipairs(split(redis.call('HGET', wf, 'step_keys'))) do
     local status = redis.call('HGET', key, 'status')
     if status == 'running' then running[#running + 1] = key
-    elseif status == 'completed' or status == 'compensation_failed' then completed = completed + 1 end
+    elseif status == 'completed' or status == 'compensation_failed' then
+      completed[#completed + 1] = key
+    elseif status == 'compensated' then compensated = compensated + 1 end
   end
-  return running, completed
+  return running, completed, compensated
 end
 
 -- Hand the workflow's compensation to a worker, once: the `saga` field says it
@@ -258,7 +260,7 @@ local function settle_step(job, status, ts, retention, outbox, due)
       local failure = {code = 'STEP_FAILED', message = message, step_index = tonumber(index),
         job_id = redis.call('HGET', job, 'id'), timestamp = ts}
       local running, completed = step_census(wf)
-      if #running + completed > 0 then
+      if #running + #completed > 0 then
         local _, queued = begin_compensation(wf, running, ts, retention, failure, due)
         return ready, queued
       end
@@ -297,8 +299,7 @@ end
 
 -- The saga let go of the workflow: nothing is queued, held or awaited any more.
 local function end_saga(wf)
-  redis.call('HDEL', wf, 'saga', 'saga_token', 'saga_deadline', 'saga_not_before',
-    'compensating_step')
+  redis.call('HDEL', wf, 'saga', 'saga_token', 'saga_deadline', 'saga_not_before')
   redis.call('ZREM', SAGA_OUTBOX, redis.call('HGET', wf, 'id'))
 end
 

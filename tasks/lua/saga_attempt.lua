@@ -21,5 +21,4 @@ if used >= allowed then
   return {'exhausted', attempts, used}
 end
 redis.call('HINCRBY', step, 'compensation_attempts', 1)
-redis.call('HSET', wf, 'compensating_step', redis.call('HGET', step, 'step_index'))
 return {'ok', attempts + 1, used + 1}

@@ -4,12 +4,8 @@
 -- Returns 'ok', 'lost', or 'unfinished' when a step still holds work to undo
 local wf = KEYS[1]
 if redis.call('HGET', wf, 'saga_token') ~= ARGV[1] then return 'lost' end
-local count = 0
-for _, key in ipairs(split(redis.call('HGET', wf, 'step_keys'))) do
-  local status = redis.call('HGET', key, 'status')
-  if status == 'completed' or status == 'compensation_failed' then return 'unfinished' end
-  if status == 'compensated' then count = count + 1 end
-end
+local _, left, count = step_census(wf)
+if #left > 0 then return 'unfinished' end
 end_saga(wf)
 finish(wf, 'compensated', ARGV[2], ARGV[3])
 emit_workflow(EV.WORKFLOW_COMPENSATED, wf, ARGV[2], {compensated_steps = count})

@@ -16,8 +16,8 @@ if status ~= 'cancelled' and status ~= 'compensation_failed' then
   return {'conflict', status, ''}
 end
 local running, completed = step_census(wf)
-if #running + completed == 0 then return {'nothing', status, ''} end
-for _, key in ipairs(split(redis.call('HGET', wf, 'step_keys'))) do
+if #running + #completed == 0 then return {'nothing', status, ''} end
+for _, key in ipairs(completed) do
   redis.call('HSET', key, 'compensation_base',
     redis.call('HGET', key, 'compensation_attempts') or '0')
 end

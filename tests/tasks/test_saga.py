@@ -152,11 +152,11 @@ def test_a_compensation_run_holds_a_lease_that_another_takes_over_when_it_lapses
     create(workflows, [[], [0]])
     run(lifecycle, "s0")
     run(lifecycle, "s1", "failed")
-    assert saga.claim("wf", "first", "w1") == "claimed"
-    assert saga.claim("wf", "second", "w2") == "busy"
+    assert saga.claim("wf", "first") == "claimed"
+    assert saga.claim("wf", "second") == "busy"
     assert saga.attempt("wf", "s0", "first").outcome == "ok"
     time.sleep(0.35)  # the first run's worker died: its lease lapses
-    assert saga.claim("wf", "second", "w2") == "claimed"
+    assert saga.claim("wf", "second") == "claimed"
     assert saga.attempt("wf", "s0", "first").outcome == "lost"
     assert not saga.compensated("wf", "s0", "first", {})
     assert saga.renew("wf", "first") is Lease.LOST
@@ -178,10 +178,10 @@ def test_attempts_lost_with_their_workers_count_towards_the_limit(
     run(lifecycle, "s0")
     run(lifecycle, "s1", "failed")
     for token in ("a", "b"):
-        assert saga.claim("wf", token, "w") == "claimed"
+        assert saga.claim("wf", token) == "claimed"
         assert saga.attempt("wf", "s0", token).outcome == "ok"
         time.sleep(0.35)
-    assert saga.claim("wf", "c", "w") == "claimed"
+    assert saga.claim("wf", "c") == "claimed"
     assert saga.attempt("wf", "s0", "c").outcome == "exhausted"
     assert status(client, keys.workflow("wf")) == "compensation_failed"
     assert status(client, keys.job("s0")) == "compensation_failed"
@@ -193,12 +193,12 @@ def test_a_retry_waits_out_its_backoff(
     create(workflows, [[], [0]])
     run(lifecycle, "s0")
     run(lifecycle, "s1", "failed")
-    assert saga.claim("wf", "a", "w") == "claimed"
+    assert saga.claim("wf", "a") == "claimed"
     saga.attempt("wf", "s0", "a")
     assert saga.retry_later("wf", "s0", "a", {"code": "X", "message": "no"}, countdown=0.3)
-    assert saga.claim("wf", "b", "w") == "early"
+    assert saga.claim("wf", "b") == "early"
     time.sleep(0.35)
-    assert saga.claim("wf", "b", "w") == "claimed"
+    assert saga.claim("wf", "b") == "claimed"
 
 
 def test_an_operator_restarts_only_what_ended_without_success_and_left_work(
