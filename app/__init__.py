@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from app.config import Settings
+from tasks.settings import Settings
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:

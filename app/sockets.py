@@ -23,11 +23,11 @@ from marshmallow import ValidationError
 from simple_websocket import ConnectionClosed, Server
 
 from app.auth import authenticate
-from app.config import OPERATOR_TENANT
 from app.errors import flatten
 from app.event_hub import EVERYTHING, EventHub, HubUnavailable, Subscriber, Topic
 from app.schemas.sockets import SOCKET_MESSAGE
 from tasks.services import Services, current_services
+from tasks.settings import OPERATOR_TENANT
 
 log = logging.getLogger(__name__)
 bp = Blueprint("sockets", __name__)

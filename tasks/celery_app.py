@@ -8,8 +8,8 @@ from celery import Celery, Task
 from flask import Flask
 from kombu import Queue
 
-from app.config import Settings
 from tasks.dispatch import HARD_LIMIT_GRACE, broker_priority
+from tasks.settings import Settings
 
 TASK_MODULES = ["tasks.runner", "tasks.steps", "tasks.compensation"]
 TASK_LOG_FORMAT = (

@@ -10,7 +10,6 @@ from flask import current_app
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from app.config import Settings
 from tasks.artifacts import ArtifactStore
 from tasks.dispatch import Dispatcher
 from tasks.events import EventLog
@@ -19,6 +18,7 @@ from tasks.handlers.registry import HandlerRegistry, build_registry
 from tasks.inputs import StepInputs
 from tasks.lifecycle import LeasePolicy, Lifecycle
 from tasks.saga import SagaPolicy, SagaStore
+from tasks.settings import Settings
 from tasks.store import JobStore
 from tasks.submission import JobService
 from tasks.workflow_store import WorkflowStore

@@ -14,12 +14,12 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from app.config import Settings
 from tasks.artifacts import ArtifactStore, artifact_id_from_url
 from tasks.dispatch import Dispatcher
 from tasks.handlers.base import Handler
 from tasks.handlers.registry import HandlerRegistry
 from tasks.lifecycle import Lifecycle
+from tasks.settings import Settings
 from tasks.store import Job, JobStore, NewJob
 
 

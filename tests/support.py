@@ -23,8 +23,8 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from app.client import ChordlineClient
-from app.config import Settings
 from tasks import keys, statuses
+from tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {str(status) for status in statuses.TERMINAL}

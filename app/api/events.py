@@ -7,11 +7,11 @@ from typing import Any
 
 from app.api import api_blueprint, query
 from app.auth import current_tenant
-from app.config import OPERATOR_TENANT
 from app.errors import ApiError
 from app.schemas.events import EVENT_QUERY
 from tasks import keys
 from tasks.services import current_services
+from tasks.settings import OPERATOR_TENANT
 
 bp = api_blueprint("events", __name__)
 

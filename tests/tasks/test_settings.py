@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import ConfigError, Settings
+from tasks.settings import ConfigError, Settings
 
 
 def test_defaults_are_safe_and_the_broker_follows_redis() -> None:
