@@ -10,6 +10,7 @@ after a backoff, so no worker is held while it waits.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -49,12 +50,14 @@ class Compensator:
         """Claim the compensation and undo what is left to undo."""
         saga = self._s.saga
         token = uuid.uuid4().hex
+        sent = time.monotonic()
         claim = saga.claim(workflow_id, token)
         if claim != "claimed":
             log.info("compensation of workflow %s not run: %s", workflow_id, claim)
             return claim
-        keeper = LeaseKeeper(lambda: saga.renew(workflow_id, token),
-                             saga.policy.lease.lease_seconds / 3, f"compensation of {workflow_id}")
+        keeper = LeaseKeeper(lambda _progress: saga.renew(workflow_id, token),
+                             saga.policy.lease.lease_seconds, f"compensation of {workflow_id}",
+                             sent)
         with keeper:
             return self._undo(workflow_id, token, keeper)
 

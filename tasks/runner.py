@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 import uuid
 
 import redis
@@ -69,13 +70,14 @@ class JobRunner:
     def run(self, job_id: str, hard_deadline_ms: int, envelope: str = "") -> str:
         """Claim and run the job; returns what happened (`completed`, `busy`, ...)."""
         token = uuid.uuid4().hex
+        sent = time.monotonic()
         claim = self._s.lifecycle.claim(job_id, token, self._worker_id,
                                         self._s.settings.machine_id, hard_deadline_ms, envelope)
         if claim.job is None:
             log.info("job %s not run: %s (%s)", job_id, claim.outcome, claim.status)
             return claim.outcome
         correlation_id.set(claim.job.get("correlation_id") or "-")
-        with LeaseKeeper.for_job(self._s.lifecycle, job_id, token) as keeper:
+        with LeaseKeeper.for_job(self._s.lifecycle, job_id, token, sent) as keeper:
             return self._execute(claim.job, token, keeper)
 
     def _execute(self, job: Job, token: str, keeper: LeaseKeeper) -> str:
@@ -85,8 +87,7 @@ class JobRunner:
             if plan.skip_reason is not None:
                 return self._settled(lifecycle.skip(job.id, token, plan.skip_reason), "skipped")
             handler = self._s.registry.get(job["type"])
-            report = ProgressReporter(lifecycle, job.id, token, keeper,
-                                      handler.interruptible(plan.parameters))
+            report = ProgressReporter(job.id, keeper, handler.interruptible(plan.parameters))
             ctx = JobContext(
                 job_id=job.id, tenant=job["tenant"], prompt=job.get("prompt") or "",
                 parameters=plan.parameters, attempt=job["attempts"],
@@ -95,7 +96,8 @@ class JobRunner:
             )
             result = handler.run(ctx)
         except LeaseLost:
-            log.warning("job %s was taken over by another run; outcome discarded", job.id)
+            log.warning("job %s lost its lease (taken over, or not renewed in time while "
+                        "Redis was out of reach); outcome discarded", job.id)
             return "lease_lost"
         except StepStopped as exc:
             # Its workflow is compensating: what the run made so far is undone here.
