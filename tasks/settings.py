@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.fleet import LABEL_KEY, LABEL_VALUE, MACHINE_ID
+
 ENV_PREFIX = "CHORDLINE_"
 OPERATOR_TENANT = "*"
 
@@ -54,6 +56,37 @@ def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+# What CHORDLINE_GPUS declares: (name, GB) per GPU; `none` (or empty) declares a CPU-only node.
+DeclaredGpus = tuple[tuple[str, float], ...]
+
+
+def _parse_gpus(raw: str) -> DeclaredGpus:
+    if raw.strip().lower() in {"", "none"}:
+        return ()
+    gpus = []
+    for item in _parse_list(raw):
+        name, sep, size = item.rpartition(":")
+        name = name.strip()
+        if not sep or not name or len(name) > 64 or "," in name:
+            raise ValueError(f"expected NAME:GB entries such as A100:80, got {item!r}")
+        gb = float(size)
+        if not 0 < gb <= 4096:
+            raise ValueError(f"GPU memory must be between 0 and 4096 GB, got {size!r}")
+        gpus.append((name, gb))
+    return tuple(gpus)
+
+
+def _parse_labels(raw: str) -> dict[str, str]:
+    labels = {}
+    for pair in _parse_list(raw):
+        key, sep, value = (part.strip() for part in pair.partition("="))
+        if not sep or not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
+            raise ValueError(f"expected key=value labels (letters, digits, . _ - /), "
+                             f"got {pair!r}")
+        labels[key] = value
+    return labels
+
+
 def _env(name: str, parse: Callable[[str], Any] = str) -> dict[str, Any]:
     return {"env": name, "parse": parse}
 
@@ -77,6 +110,22 @@ class Settings:
     )
     machine_id: str = field(
         default_factory=socket.gethostname, metadata=_env("CHORDLINE_MACHINE_ID")
+    )
+    # The fleet (README: GPU fleet). Unset, CHORDLINE_GPUS means "detect" (NVML, then
+    # torch); set, it declares the node's GPUs instead. A GPU worker serves one of them.
+    gpus: DeclaredGpus | None = field(default=None, metadata=_env("CHORDLINE_GPUS", _parse_gpus))
+    gpu_index: int | None = field(default=None, metadata=_env("CHORDLINE_GPU_INDEX", int))
+    machine_labels: Mapping[str, str] = field(
+        default_factory=dict, metadata=_env("CHORDLINE_MACHINE_LABELS", _parse_labels)
+    )
+    models_file: str = field(default="", metadata=_env("CHORDLINE_MODELS"))
+    # How often an idle worker looks again at what to pull, and how long a job may
+    # wait before every worker that can run it pulls it first (the starvation bound).
+    routing_interval: float = field(
+        default=1.0, metadata=_env("CHORDLINE_ROUTING_INTERVAL", float)
+    )
+    routing_max_wait: float = field(
+        default=60.0, metadata=_env("CHORDLINE_ROUTING_MAX_WAIT", float)
     )
     queue: str = field(default="chordline", metadata=_env("CHORDLINE_QUEUE"))
     log_level: str = field(default="INFO", metadata=_env("CHORDLINE_LOG_LEVEL"))
@@ -151,9 +200,14 @@ class Settings:
                      "max_deliveries", "job_timeout", "max_body_bytes", "max_upload_bytes",
                      "max_prompt_length", "max_image_side", "max_output_side",
                      "max_workflow_steps", "event_retention", "ws_queue_size",
-                     "ws_ping_interval", "ws_max_subscriptions", "compensation_backoff"):
+                     "ws_ping_interval", "ws_max_subscriptions", "compensation_backoff",
+                     "routing_interval", "routing_max_wait"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_var(name)} must be positive")
+        if not MACHINE_ID.match(self.machine_id):
+            raise ConfigError("CHORDLINE_MACHINE_ID must be 1-128 letters, digits, . _ -")
+        if self.gpu_index is not None and self.gpu_index < 0:
+            raise ConfigError("CHORDLINE_GPU_INDEX must not be negative")
         if self.compensation_retries < 0:
             raise ConfigError("CHORDLINE_COMPENSATION_RETRIES must not be negative")
         if self.reaper_interval >= self.lease_seconds:
@@ -166,6 +220,11 @@ class Settings:
             # longer would never fire its body.
             raise ConfigError("CHORDLINE_RESULT_EXPIRES must be at least four times "
                               "CHORDLINE_MAX_JOB_TIMEOUT (chord state expires with it)")
+
+    @property
+    def liveness_seconds(self) -> float:
+        """How long a worker (and its machine) counts as alive after its last beat."""
+        return max(1.0, round(self.heartbeat_interval * 3))
 
     @property
     def broker_is_redis(self) -> bool:
