@@ -14,7 +14,7 @@ from tasks.settings import Settings
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from defaults, then the environment, then `overrides` (tests win)."""
     from app import sockets
-    from app.api import artifacts, events, health, jobs, workflows
+    from app.api import artifacts, events, health, jobs, machines, workflows
     from app.auth import KeyRing, init_correlation
     from app.errors import register_error_handlers
     from app.event_hub import EventHub
@@ -43,6 +43,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(artifacts.bp, url_prefix="/api/artifacts")
     app.register_blueprint(workflows.bp, url_prefix="/api/workflows")
     app.register_blueprint(events.bp, url_prefix="/api/events")
+    app.register_blueprint(machines.bp, url_prefix="/api/machines")
     app.register_blueprint(sockets.bp)
     return app
 

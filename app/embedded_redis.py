@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -44,30 +45,36 @@ def free_port() -> int:
 
 class RedisServer:
     def __init__(self, data_dir: Path | str, port: int | None = None,
-                 databases: int = 16) -> None:
+                 databases: int = 16, bind: Sequence[str] = ("127.0.0.1",),
+                 password: str | None = None) -> None:
+        """`bind` beyond loopback needs a `password` (Redis refuses strangers otherwise)."""
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.databases = databases
+        self.bind = list(bind)
+        self.password = password
         self.binary = find_server_binary()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
-        return [self.binary, "--bind", "127.0.0.1", "--port", str(self.port),
+        return [self.binary, "--bind", *self.bind, "--port", str(self.port),
                 "--dir", str(self.data_dir.resolve()), "--appendonly", "yes",
                 "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction",
                 "--protected-mode", "yes", "--daemonize", "no",
                 "--databases", str(self.databases),
-                "--logfile", str((self.data_dir / "server.log").resolve())]
+                "--logfile", str((self.data_dir / "server.log").resolve()),
+                *(["--requirepass", self.password] if self.password else [])]
 
     def start(self, timeout: float = 15.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL, start_new_session=True)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

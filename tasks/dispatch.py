@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from celery import Celery
 from celery.canvas import Signature
@@ -18,6 +19,8 @@ RUN_JOB = "chordline.run_job"
 RUN_STEP = "chordline.run_step"
 JOIN = "chordline.join"
 COMPENSATE = "chordline.compensate"
+# The worker control command that makes workers look at the routes again (workers/routing.py).
+REFRESH_ROUTES = "chordline_refresh_routes"
 # Undoing a failed workflow (refunds, deletions) goes ahead of new work.
 COMPENSATION_PRIORITY = 100
 PRIORITY_LEVELS = 10
@@ -35,14 +38,27 @@ def broker_priority(priority: int, *, broker_is_redis: bool) -> int:
     return (PRIORITY_LEVELS - 1 - level) if broker_is_redis else level
 
 
+@dataclass(frozen=True)
+class StepCall:
+    """What the message that runs one workflow step needs."""
+
+    job_id: str
+    priority: int
+    timeout: int
+    queue: str
+
+
 @dataclass
 class Dispatcher:
-    """Sends a stored job to the workers as a `chordline.run_job` message."""
+    """Sends a stored job to the workers as a `chordline.run_job` message on its route's
+    queue (tasks/fleet.py); joins and compensations go to the base queue."""
 
     celery: Celery
     lifecycle: Lifecycle
     queue: str
     broker_is_redis: bool
+    # Route queues this process has told the workers about.
+    _announced: set[str] = field(default_factory=set)
 
     def publish(self, job: Job, countdown: float | None = None) -> None:
         """Publish the job's message; raises if the broker cannot take it.
@@ -54,11 +70,12 @@ class Dispatcher:
             self.celery.signature(json.loads(job["envelope"])).apply_async(countdown=countdown)
             self.lifecycle.published(job.id)
             return
+        queue = job.get("route") or self.queue
         self.celery.send_task(
             RUN_JOB,
             kwargs={"job_id": job.id},
             task_id=job.id,
-            queue=self.queue,
+            queue=queue,
             priority=broker_priority(job["priority"], broker_is_redis=self.broker_is_redis),
             headers={"x_correlation_id": job.get("correlation_id", "")},
             countdown=countdown,
@@ -66,14 +83,34 @@ class Dispatcher:
             time_limit=job["timeout"] + HARD_LIMIT_GRACE,
         )
         self.lifecycle.published(job.id)
+        self.announce([queue])
 
-    def step(self, job_id: str, priority: int, timeout: int) -> Signature:
+    def announce(self, queues: Iterable[str]) -> None:
+        """Ask the workers to look at the routes again when a queue is new to this process,
+        so that a new route's first job is pulled at once rather than at their next look."""
+        new = set(queues) - self._announced - {self.queue}
+        if new and self.refresh_routes():
+            self._announced |= new
+
+    def refresh_routes(self, hostnames: list[str] | None = None) -> bool:
+        """Ask workers (all, or these) to look at the routes again now; they also do
+        by themselves every CHORDLINE_ROUTING_INTERVAL, so a lost request costs only time."""
+        try:
+            self.celery.control.broadcast(REFRESH_ROUTES, destination=hostnames)
+        except Exception:
+            log.warning("could not ask the workers to refresh their routes", exc_info=True)
+            return False
+        return True
+
+    def step(self, call: StepCall) -> Signature:
         """The signature that runs one workflow step (its task id is the job id)."""
         return self.celery.signature(
-            RUN_STEP, kwargs={"job_id": job_id}, immutable=True,
-            options={"task_id": job_id, "queue": self.queue, "ignore_result": True,
-                     "priority": broker_priority(priority, broker_is_redis=self.broker_is_redis),
-                     "soft_time_limit": timeout, "time_limit": timeout + HARD_LIMIT_GRACE})
+            RUN_STEP, kwargs={"job_id": call.job_id}, immutable=True,
+            options={"task_id": call.job_id, "queue": call.queue or self.queue,
+                     "ignore_result": True, "soft_time_limit": call.timeout,
+                     "time_limit": call.timeout + HARD_LIMIT_GRACE,
+                     "priority": broker_priority(call.priority,
+                                                 broker_is_redis=self.broker_is_redis)})
 
     def barrier(self) -> Signature:
         """A no-op that joins one group of steps before the next group starts."""

@@ -44,8 +44,17 @@ class EventType(StrEnum):
     STEP_COMPENSATION_FAILED = "step.compensation_failed"
     WORKFLOW_COMPENSATED = "workflow.compensated"
     WORKFLOW_COMPENSATION_FAILED = "workflow.compensation_failed"
+    # No online machine can run the job yet (`data.reason`); it waits, and starts
+    # by itself when one that fits comes online.
+    JOB_UNSCHEDULABLE = "job.unschedulable"
     WORKER_ONLINE = "worker.online"
     WORKER_OFFLINE = "worker.offline"
+    # The fleet (tasks/machines.py): a node registered and beating, changed (at
+    # most every few seconds), asked to take no new jobs, or gone.
+    MACHINE_ONLINE = "machine.online"
+    MACHINE_UPDATED = "machine.updated"
+    MACHINE_DRAINING = "machine.draining"
+    MACHINE_OFFLINE = "machine.offline"
 
 
 # The fields every event carries (besides `id`), in the order the API documents them.
@@ -77,6 +86,9 @@ def lua_prelude(client: redis.Redis) -> str:
     return (f"local EVENT_LOG = '{keys.EVENT_LOG}'\n"
             f"local EVENT_CHANNEL = '{keys.event_channel(database_of(client))}'\n"
             f"local SAGA_OUTBOX = '{keys.SAGA_OUTBOX}'\n"
+            f"local ROUTES = '{keys.ROUTES}'\n"
+            f"local ROUTES_USED = '{keys.ROUTES_USED}'\n"
+            f"local WORKER_PREFIX = '{keys.WORKER_PREFIX}'\n"
             f"local EV = {{{types}}}\n")
 
 

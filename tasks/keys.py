@@ -48,14 +48,45 @@ OUTBOX = f"{PREFIX}:outbox"
 # Running jobs scored by lease deadline (ms): the in-flight set the reaper scans.
 LEASES = f"{PREFIX}:leases"
 WORKERS = f"{PREFIX}:workers"
+WORKER_PREFIX = f"{PREFIX}:worker:"
 
 
 def worker(hostname: str) -> str:
-    return f"{PREFIX}:worker:{hostname}"
+    return WORKER_PREFIX + hostname
 
 
 def worker_jobs(hostname: str) -> str:
     return f"{PREFIX}:worker:{hostname}:jobs"
+
+
+# Every machine ever registered or seen, scored by its last beat (ms).
+MACHINES = f"{PREFIX}:machines"
+
+
+def machine(machine_id: str) -> str:
+    return f"{PREFIX}:machine:{machine_id}"
+
+
+def machine_workers(machine_id: str) -> str:
+    """The machine's workers (one per GPU, or its CPU worker), scored by last beat (ms)."""
+    return f"{PREFIX}:machine:{machine_id}:workers"
+
+
+# Routes (tasks/fleet.py): queue name -> route (JSON), registered whenever one of
+# its jobs becomes pending, and when that last happened (ms), for the sweep.
+ROUTES = f"{PREFIX}:routes"
+ROUTES_USED = f"{PREFIX}:routes:used"
+# Measured seconds per route's run and per model's load (placement estimates).
+ESTIMATES = f"{PREFIX}:routing:estimates"
+# Once per interval, one worker re-explains the routes no machine can run; what it
+# last said of each route, and up to when (ms) it has seen the route's jobs.
+ROUTE_SWEEP_LOCK = f"{PREFIX}:routes:sweep-lock"
+ROUTES_EXPLAINED = f"{PREFIX}:routes:explained"
+
+
+def route_pending(queue: str) -> str:
+    """A route's pending jobs, scored by when each became pending (ms)."""
+    return f"{PREFIX}:route:{queue}:pending"
 
 
 def workflow(workflow_id: str) -> str:

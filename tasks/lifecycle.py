@@ -10,7 +10,7 @@ can no longer write its outcome.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -89,17 +89,21 @@ class Lifecycle:
         return self.policy.outbox_due(delay_s)
 
     def claim(self, job_id: str, token: str, worker_id: str, machine_id: str,
-              hard_deadline_ms: int, envelope: str = "") -> Claim:
-        """Take the job for this run, or say why it must not run.
+              hard_deadline_ms: int, envelope: str = "",
+              placement: Mapping[str, Any] | None = None) -> Claim:
+        """Take the job for this run, or say why it must not run (`draining`: this
+        worker's machine takes no new jobs, and the job goes back to its queue).
 
         `envelope` is a workflow step's message with its canvas context, kept
-        while the step runs so that a recovery can send the same message again.
+        while the step runs so that a recovery can send the same message again;
+        `placement` is where it runs (the GPU), stored on the job.
         """
         outcome, status, flat = self._scripts.claim(
-            keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES, keys.worker_jobs(worker_id)],
+            keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES, keys.worker_jobs(worker_id),
+                  keys.machine(machine_id)],
             args=[token, now_ms(), self.lease_deadline(), worker_id, machine_id, iso(),
                   self.policy.max_deliveries, hard_deadline_ms, self.policy.retention,
-                  envelope],
+                  envelope, json.dumps(placement or {}), self.outbox_due()],
         )
         return Claim(outcome, status, Job.from_flat(flat) if flat else None)
 

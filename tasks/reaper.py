@@ -22,12 +22,18 @@ from tasks.clock import now_ms
 from tasks.dispatch import Dispatcher
 from tasks.events import EventLog
 from tasks.lifecycle import Lifecycle
+from tasks.machines import MachineStore
+from tasks.routes import RouteStore
 from tasks.statuses import JobStatus
 from tasks.store import JobStore
 from tasks.workflows import WorkflowService
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 3600
+# How often one worker explains why jobs wait for a machine (ms), and how long a
+# route nobody uses stays known (s).
+EXPLAIN_EVERY_MS = 2000
+ROUTE_IDLE = 24 * 3600
 
 
 @dataclass
@@ -40,6 +46,8 @@ class Reaper:
     retention: int
     events: EventLog
     event_retention: int
+    routes: RouteStore
+    machines: MachineStore
 
     def tick(self) -> dict[str, int]:
         """One pass; returns how many jobs it requeued, failed and republished."""
@@ -62,8 +70,15 @@ class Reaper:
             self.workflows.saga.delay(workflow_id)
             counts["republished"] += self.dispatcher.compensate(workflow_id)
         self.events.trim(self.event_retention, now_ms())
+        self._explain()
         self._prune()
         return counts
+
+    def _explain(self) -> None:
+        """On one worker at a time: say why jobs wait that no online machine can run,
+        and clear it where one now can."""
+        if self.client.set(keys.ROUTE_SWEEP_LOCK, "1", nx=True, px=EXPLAIN_EVERY_MS):
+            self.routes.explain_all(self.machines.offers(max_age=0))
 
     def _publish(self, job_id: str) -> int:
         job = self.store.get(job_id)
@@ -81,3 +96,4 @@ class Reaper:
         for pattern in (keys.INDEX_PATTERN, keys.WORKFLOW_INDEX_PATTERN):
             for index in self.client.scan_iter(match=pattern, count=500):
                 self.client.zremrangebyscore(index, "-inf", cutoff)
+        self.routes.forget_idle(now_ms() - ROUTE_IDLE * 1000)

@@ -71,8 +71,12 @@ class JobRunner:
         """Claim and run the job; returns what happened (`completed`, `busy`, ...)."""
         token = uuid.uuid4().hex
         sent = time.monotonic()
-        claim = self._s.lifecycle.claim(job_id, token, self._worker_id,
-                                        self._s.settings.machine_id, hard_deadline_ms, envelope)
+        gpu = self._s.node.gpu if self._s.node else None
+        claim = self._s.lifecycle.claim(
+            job_id, token, self._worker_id, self._s.settings.machine_id, hard_deadline_ms,
+            envelope, {"gpu_index": gpu.index, "gpu_name": gpu.name} if gpu else None)
+        if claim.outcome == "draining":
+            return self._hand_back(job_id)
         if claim.job is None:
             log.info("job %s not run: %s (%s)", job_id, claim.outcome, claim.status)
             return claim.outcome
@@ -80,19 +84,31 @@ class JobRunner:
         with LeaseKeeper.for_job(self._s.lifecycle, job_id, token, sent) as keeper:
             return self._execute(claim.job, token, keeper)
 
+    def _hand_back(self, job_id: str) -> str:
+        """This machine is draining: send the job back to its queue for another machine
+        (the outbox sends it if this publish is lost)."""
+        job = self._s.store.get(job_id)
+        if job is not None:
+            self._s.dispatcher.republish(job)
+        log.info("job %s handed back: this machine is draining", job_id)
+        return "handed_back"
+
     def _execute(self, job: Job, token: str, keeper: LeaseKeeper) -> str:
         lifecycle = self._s.lifecycle
+        started = time.monotonic()
         try:
             plan = self._s.step_inputs.prepare(job)
             if plan.skip_reason is not None:
                 return self._settled(lifecycle.skip(job.id, token, plan.skip_reason), "skipped")
             handler = self._s.registry.get(job["type"])
             report = ProgressReporter(job.id, keeper, handler.interruptible(plan.parameters))
+            node = self._s.node
             ctx = JobContext(
                 job_id=job.id, tenant=job["tenant"], prompt=job.get("prompt") or "",
                 parameters=plan.parameters, attempt=job["attempts"],
                 correlation_id=job.get("correlation_id", ""), artifacts=self._s.artifacts,
-                report=report,
+                report=report, gpu=node.gpu if node else None,
+                models=self._s.models if node and node.gpu else None,
             )
             result = handler.run(ctx)
         except LeaseLost:
@@ -114,7 +130,10 @@ class JobRunner:
         except Exception as exc:
             log.exception("job %s failed", job.id)
             return self._retry_or_fail(job, token, "HANDLER_ERROR", str(exc) or type(exc).__name__)
-        return self._settled(lifecycle.complete(job.id, token, result), "completed")
+        outcome = self._settled(lifecycle.complete(job.id, token, result), "completed")
+        if job["requirements"].get("model"):  # placement weighs loads against these runs
+            self._s.routes.record_run(job["route"], time.monotonic() - started)
+        return outcome
 
     def _settled(self, outcome: Outcome, label: str) -> str:
         """Publish the parked steps the outcome released and the compensation it

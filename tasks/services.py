@@ -17,6 +17,10 @@ from tasks.handlers.base import Limits
 from tasks.handlers.registry import HandlerRegistry, build_registry
 from tasks.inputs import StepInputs
 from tasks.lifecycle import LeasePolicy, Lifecycle
+from tasks.machines import MachineService, MachineStore
+from tasks.models import ModelCache
+from tasks.node import NodeProfile
+from tasks.routes import RouteStore
 from tasks.saga import SagaPolicy, SagaStore
 from tasks.settings import Settings
 from tasks.store import JobStore
@@ -56,6 +60,13 @@ class Services:
     step_inputs: StepInputs
     events: EventLog
     saga: SagaStore
+    machines: MachineStore
+    machine_service: MachineService
+    routes: RouteStore
+    # Set in a worker process (workers/bootstrap.py): its node, and on a GPU worker
+    # the models its GPU keeps warm.
+    node: NodeProfile | None = None
+    models: ModelCache | None = None
 
     @classmethod
     def build(cls, settings: Settings, celery: Celery) -> Services:
@@ -72,7 +83,8 @@ class Services:
         artifacts = ArtifactStore(client, settings.artifact_dir, settings.job_retention,
                                   settings.max_image_side)
         dispatcher = Dispatcher(celery, lifecycle, settings.queue, settings.broker_is_redis)
-        jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, settings)
+        machines = MachineStore(client, settings.liveness_seconds, settings.job_retention)
+        jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, machines, settings)
         workflow_store = WorkflowStore(client, store, settings.job_retention)
         saga = SagaStore(patient, SagaPolicy(lease, settings.compensation_retries + 1,
                                              settings.compensation_backoff))
@@ -80,7 +92,8 @@ class Services:
                                     settings.max_workflow_steps)
         step_inputs = StepInputs(client, registry, settings.max_output_side)
         return cls(settings, client, registry, store, lifecycle, artifacts, dispatcher, jobs,
-                   workflow_store, workflows, step_inputs, EventLog(client), saga)
+                   workflow_store, workflows, step_inputs, EventLog(client), saga, machines,
+                   MachineService(machines, dispatcher), RouteStore(patient))
 
 
 def current_services() -> Services:

@@ -91,6 +91,9 @@ class NewJob:
     workflow_id: str | None = None
     status: JobStatus = JobStatus.PENDING
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Its route's fields (tasks/routes.py `route_fields`), and why no machine can run it yet.
+    route: Mapping[str, str] = field(default_factory=dict)
+    waiting_reason: str | None = None
 
     def to_fields(self, created_at: str) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -102,8 +105,9 @@ class NewJob:
             "created_at": created_at, "updated_at": created_at,
         }
         optional = {"prompt": self.prompt, "webhook_url": self.webhook_url,
-                    "workflow_id": self.workflow_id}
+                    "workflow_id": self.workflow_id, "waiting_reason": self.waiting_reason}
         fields.update({k: v for k, v in optional.items() if v is not None})
+        fields.update(self.route)
         fields.update(self.extra)
         return fields
 
@@ -168,6 +172,8 @@ class JobStore:
             pipe.zrem(keys.type_index(scope, job["type"]), job.id)
             pipe.zrem(keys.status_index(scope, job.status), job.id)
         pipe.zrem(keys.OUTBOX, job.id)
+        if job.get("route"):
+            pipe.zrem(keys.route_pending(job["route"]), job.id)
         pipe.delete(keys.job(job.id))
 
     def get(self, job_id: str, tenant: str = keys.ALL_TENANTS) -> Job | None:

@@ -16,9 +16,12 @@ from marshmallow import ValidationError
 
 from tasks.artifacts import ArtifactStore, artifact_id_from_url
 from tasks.dispatch import Dispatcher
-from tasks.handlers.base import Handler
+from tasks.fleet import Route, unplaceable
+from tasks.handlers.base import Handler, Requirements
 from tasks.handlers.registry import HandlerRegistry
 from tasks.lifecycle import Lifecycle
+from tasks.machines import MachineStore
+from tasks.routes import route_fields, route_for
 from tasks.settings import Settings
 from tasks.store import Job, JobStore, NewJob
 
@@ -47,6 +50,16 @@ class BrokerUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Validated:
+    """A job request that passed validation: what runs it, with what, and where."""
+
+    handler: Handler
+    parameters: dict[str, Any]
+    requirements: Requirements
+    route: Route
+
+
+@dataclass(frozen=True)
 class CancelResult:
     cancelled: bool
     status: str
@@ -59,20 +72,22 @@ class JobService:
     artifacts: ArtifactStore
     dispatcher: Dispatcher
     lifecycle: Lifecycle
+    machines: MachineStore
     settings: Settings
 
     def submit(self, tenant: str, request: Mapping[str, Any], correlation_id: str) -> Job:
-        """Validate against the handler, store the job, publish it."""
-        handler, parameters = self.validate(tenant, request)
+        """Validate against the handler, store the job, publish it to its route's queue."""
+        valid = self.validate(tenant, request)
         self._check_workflow(tenant, request)
         new = NewJob(
-            tenant=tenant, type=handler.type, prompt=request.get("prompt"),
-            parameters=parameters, priority=request["priority"],
-            requirements=handler.requirements(parameters).as_dict(),
-            correlation_id=correlation_id,
+            tenant=tenant, type=valid.handler.type, prompt=request.get("prompt"),
+            parameters=valid.parameters, priority=request["priority"],
+            requirements=valid.requirements.as_dict(), correlation_id=correlation_id,
             timeout=request.get("timeout_seconds") or self.settings.job_timeout,
             retries=request["retries"], webhook_url=request.get("webhook_url"),
             workflow_id=request.get("workflow_id"),
+            route=route_fields(valid.route, self.settings.queue),
+            waiting_reason=self.waiting_reason(valid.route),
         )
         job_id = str(uuid.uuid4())
         job = self.store.create(job_id, new, outbox_due_ms=self.lifecycle.outbox_due())
@@ -94,10 +109,15 @@ class JobService:
             raise NotFound("JOB_NOT_FOUND", f"Job with ID {job_id} not found")
         return CancelResult(outcome == "ok", str(status))
 
+    def waiting_reason(self, route: Route) -> str | None:
+        """Why no online machine can run a route's jobs yet (None when one can)."""
+        return unplaceable(route, self.machines.offers())
+
     def validate(self, tenant: str, request: Mapping[str, Any], *,
-                 image_from_deps: bool = False) -> tuple[Handler, dict[str, Any]]:
-        """The handler and its loaded parameters; `image_from_deps` lets `image_url` be
-        left out (a workflow step takes the image of a step it depends on)."""
+                 image_from_deps: bool = False) -> Validated:
+        """The handler, its loaded parameters, the job's requirements and route;
+        `image_from_deps` lets `image_url` be left out (a workflow step takes the image
+        of a step it depends on)."""
         job_type = request["type"]
         if job_type not in self.registry:
             raise InvalidJob({"type": [f"Unsupported job type: {job_type}"]})
@@ -116,7 +136,13 @@ class JobService:
             errors.update(self._check_input(tenant, handler, parameters))
         if errors:
             raise InvalidJob(errors)
-        return handler, parameters
+        try:
+            requirements = handler.requirements(parameters).raised_by(
+                request.get("requirements") or {})
+        except ValueError as exc:
+            raise InvalidJob({"requirements.model": [str(exc)]}) from None
+        return Validated(handler, parameters, requirements,
+                         route_for(handler.type, requirements.as_dict()))
 
     def _check_workflow(self, tenant: str, request: Mapping[str, Any]) -> None:
         """A job may name a workflow it belongs with, but not join its compiled DAG."""

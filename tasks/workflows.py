@@ -19,8 +19,9 @@ from celery import Celery
 from celery.canvas import Signature
 
 from tasks.compiler import Node, plan, to_canvas
-from tasks.dispatch import Dispatcher
+from tasks.dispatch import Dispatcher, StepCall
 from tasks.lifecycle import Lifecycle
+from tasks.routes import route_fields
 from tasks.saga import SagaStore
 from tasks.statuses import WORKFLOW_ACTIVE
 from tasks.store import NewJob
@@ -81,7 +82,8 @@ class WorkflowService:
         workflow_id = str(uuid.uuid4())
         job_ids = [str(uuid.uuid4()) for _ in steps]
         workflow = self.store.create(workflow_id, job_ids, new, self.lifecycle.outbox_due())
-        signatures = [(job_id, step.job.priority, step.job.timeout)
+        signatures = [StepCall(job_id, step.job.priority, step.job.timeout,
+                               step.job.route["route"])
                       for step, job_id in zip(steps, job_ids, strict=True)]
         try:
             self._apply(workflow.id, layout.tree, signatures)
@@ -102,7 +104,8 @@ class WorkflowService:
         if any(job is None for job in steps):
             self.store.published(workflow_id)
             return False
-        signatures = [(j.id, j["priority"], j["timeout"]) for j in steps if j]
+        signatures = [StepCall(j.id, j["priority"], j["timeout"], j.get("route", ""))
+                      for j in steps if j]
         try:
             self._apply(workflow_id, plan(workflow["dag"]).tree, signatures)
         except Exception:
@@ -144,14 +147,13 @@ class WorkflowService:
             self.dispatcher.compensate(restart.publish)
         return restart.status
 
-    def canvas(self, tree: Node, steps: Sequence[tuple[str, int, int]]) -> Signature:
-        """The Celery canvas for a plan: (job id, priority, timeout) per step."""
-        return to_canvas(tree, lambda i: self.dispatcher.step(*steps[i]),
-                         self.dispatcher.barrier)
+    def canvas(self, tree: Node, steps: Sequence[StepCall]) -> Signature:
+        """The Celery canvas for a plan, each step on its route's queue."""
+        return to_canvas(tree, lambda i: self.dispatcher.step(steps[i]), self.dispatcher.barrier)
 
-    def _apply(self, workflow_id: str, tree: Node,
-               steps: Sequence[tuple[str, int, int]]) -> None:
+    def _apply(self, workflow_id: str, tree: Node, steps: Sequence[StepCall]) -> None:
         self.canvas(tree, steps).apply_async()
+        self.dispatcher.announce(step.queue for step in steps)
         self.store.published(workflow_id)
 
     def _validate(self, tenant: str, request: Mapping[str, Any],
@@ -175,14 +177,17 @@ class WorkflowService:
     def _step(self, tenant: str, request: Mapping[str, Any], raw: Mapping[str, Any],
               correlation_id: str) -> NewStep:
         depends_on = tuple(raw.get("depends_on") or ())
-        handler, parameters = self.jobs.validate(tenant, raw, image_from_deps=bool(depends_on))
+        valid = self.jobs.validate(tenant, raw, image_from_deps=bool(depends_on))
         settings = self.jobs.settings
         priority = raw.get("priority", request["priority"])
         new_job = NewJob(
-            tenant=tenant, type=handler.type, prompt=raw.get("prompt"), parameters=parameters,
-            priority=priority, requirements=handler.requirements(parameters).as_dict(),
-            correlation_id=correlation_id, retries=raw["retries"],
-            timeout=raw.get("timeout_seconds") or settings.job_timeout)
+            tenant=tenant, type=valid.handler.type, prompt=raw.get("prompt"),
+            parameters=valid.parameters, priority=priority,
+            requirements=valid.requirements.as_dict(), correlation_id=correlation_id,
+            retries=raw["retries"], timeout=raw.get("timeout_seconds") or settings.job_timeout,
+            route=route_fields(valid.route, settings.queue),
+            # A step that waits for others is explained once it is pending (the sweep).
+            waiting_reason=None if depends_on else self.jobs.waiting_reason(valid.route))
         return NewStep(new_job, depends_on, tuple(raw.get("when") or ()),
-                       input_from_deps="image_url" not in parameters and bool(depends_on)
-                       and "image_url" in self.jobs.registry.schema(handler.type).fields)
+                       input_from_deps="image_url" not in valid.parameters and bool(depends_on)
+                       and "image_url" in self.jobs.registry.schema(valid.handler.type).fields)

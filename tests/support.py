@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,9 @@ def settings_env(redis_url: str, artifact_dir: Path, **extra: str) -> dict[str, 
         "CHORDLINE_COMPENSATION_BACKOFF": "0.05",
         "CHORDLINE_LOG_LEVEL": "INFO",
         "CHORDLINE_MAX_OUTPUT_SIDE": "4096",
+        # CPU-only test workers whatever the host has; fleet tests declare their GPUs.
+        "CHORDLINE_GPUS": "none",
+        "CHORDLINE_ROUTING_INTERVAL": "0.25",
         **extra,
     }
 
@@ -123,6 +126,105 @@ class WorkerProcess:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+class NodeProcess:
+    """`python -m workers.node` as the Procfile runs it: one node, a worker per GPU, in its
+    own process group (so a test can SIGKILL the whole node, as a crash would)."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, machine_id: str,
+                 workers: int = 1, prefix: Sequence[str] = ()) -> None:
+        self.machine_id = machine_id
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1",
+                    "CHORDLINE_MACHINE_ID": machine_id}
+        self.log_path = log_path
+        self.workers = workers
+        self.prefix = list(prefix)  # e.g. ip netns exec NAME
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 45) -> NodeProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*self.prefix, sys.executable, "-m", "workers.node", f"--name={self.machine_id}",
+             "--", "--pool=prefork", "--events", "--without-mingle", "--without-gossip",
+             "--loglevel=INFO"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        client = redis.Redis.from_url(self.env["REDIS_URL"], decode_responses=True)
+        wait_for(lambda: self.online(client) or self.process.poll() is not None,  # type: ignore[union-attr]
+                 timeout, interval=0.1, message=f"node {self.machine_id} online")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"node exited; see {self.log_path}")
+        return self
+
+    def online(self, client: redis.Redis) -> bool:
+        since = time.time() * 1000 - 2000
+        return bool(client.zcount(keys.machine_workers(self.machine_id), since, "+inf")
+                    >= self.workers)
+
+    def kill(self) -> None:
+        """SIGKILL the node and every worker process of it: no signal fires."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def write_catalog(path: Path, models: Mapping[str, int]) -> str:
+    """A model catalog of `simulate` models (name -> GB), for a test node."""
+    path.write_text(json.dumps({"models": [
+        {"name": name, "types": ["simulate"], "vram_gb": gb} for name, gb in models.items()]}))
+    return str(path)
+
+
+class HostNamespace:
+    """Another host on this machine: a network namespace joined to this one by a veth
+    pair, so its processes reach this host only at `gateway`, over a link a test can cut."""
+
+    def __init__(self, index: int) -> None:
+        tag = f"{os.getpid() % 10000}{index}"
+        self.name = f"chordline-{tag}"
+        self.host_link, self.inner_link = f"clh{tag}", f"cln{tag}"
+        subnet = f"10.231.{(os.getpid() % 120) * 2 + index}"
+        self.gateway, self.address = f"{subnet}.1", f"{subnet}.2"
+
+    def create(self) -> HostNamespace:
+        inside = self.prefix
+        for command in (["ip", "netns", "add", self.name],
+                        [*inside, "ip", "link", "set", "lo", "up"],
+                        ["ip", "link", "add", self.host_link, "type", "veth", "peer", "name",
+                         self.inner_link],
+                        ["ip", "link", "set", self.inner_link, "netns", self.name],
+                        ["ip", "addr", "add", f"{self.gateway}/30", "dev", self.host_link],
+                        ["ip", "link", "set", self.host_link, "up"],
+                        [*inside, "ip", "addr", "add", f"{self.address}/30", "dev",
+                         self.inner_link],
+                        [*inside, "ip", "link", "set", self.inner_link, "up"]):
+            subprocess.run(command, check=True, capture_output=True)
+        return self
+
+    @property
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def cut(self) -> None:
+        """Take the link down: packets stop, no connection is told (a cable pulled)."""
+        subprocess.run(["ip", "link", "set", self.host_link, "down"], check=True)
+
+    def mend(self) -> None:
+        subprocess.run(["ip", "link", "set", self.host_link, "up"], check=True)
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.host_link], capture_output=True)
 
 
 class LiveServer:

@@ -1,39 +1,45 @@
-"""The worker's heartbeat: liveness in Redis, and the reaper on the same timer."""
+"""The worker's heartbeat: its record and its machine's in Redis, and the reaper on the
+same timer."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from tasks import keys
 from tasks.clock import iso, now_ms
+from tasks.node import NodeProfile
 from tasks.reaper import Reaper
-from tasks.scripts import Scripts
 from tasks.services import Services
+from workers.gpu import Sampler
 
 log = logging.getLogger(__name__)
 
 
 class WorkerHeartbeat:
-    """Every `heartbeat_interval`: refresh this worker's record, then run the reaper."""
+    """Every `heartbeat_interval`: refresh this worker's record (with a fresh reading of
+    its GPU) and its machine's, then run the reaper."""
 
-    def __init__(self, services: Services, hostname: str, concurrency: int) -> None:
+    def __init__(self, services: Services, profile: NodeProfile, hostname: str,
+                 concurrency: int, running: Callable[[], int]) -> None:
         self._s = services
+        self._profile = profile
         self._hostname = hostname
+        self._running = running
+        self._sampler = Sampler(profile.gpu, profile.detected_by) if profile.gpu else None
         self._info: dict[str, str | int] = {
-            "hostname": hostname, "machine_id": services.settings.machine_id,
-            "pid": os.getpid(), "concurrency": concurrency, "started_at": iso(),
-            "queues": services.settings.queue}
+            "hostname": hostname, "pid": os.getpid(), "concurrency": concurrency,
+            "started_at": iso(), "queues": services.settings.queue}
         self._reaper = Reaper(services.redis, services.store, services.lifecycle,
                               services.dispatcher, services.workflows,
                               services.settings.job_retention, services.events,
-                              services.settings.event_retention)
-        self._scripts = Scripts(services.redis)
+                              services.settings.event_retention, services.routes,
+                              services.machines)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chordline-heartbeat",
                                         daemon=True)
@@ -46,19 +52,28 @@ class WorkerHeartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
         try:
-            self._scripts.worker_gone(keys=[keys.worker(self._hostname), keys.WORKERS],
-                                      args=[self._hostname, iso()])
+            self._s.machines.gone(self._hostname)
         except redis.RedisError:
             log.warning("could not remove worker %s from Redis", self._hostname)
 
     def beat(self) -> None:
         """Refresh this worker's record; workers that died without a goodbye go offline."""
-        gone = self._scripts.worker_beat(
-            keys=[keys.worker(self._hostname), keys.WORKERS],
-            args=[self._hostname, json.dumps(self._info), liveness_ttl(self._s), now_ms(),
-                  iso()])
+        profile = self._profile
+        if self._sampler is not None:
+            profile = profile.with_gpu(self._sampler.sample())
+        gone = self._s.machines.beat(self._hostname, self._info, profile,
+                                     self._update(profile))
         for hostname in gone:
             log.warning("worker %s stopped beating: announced offline", hostname)
+
+    def _update(self, profile: NodeProfile) -> dict[str, Any]:
+        """What machine.updated says of this worker (coarse, so noise says nothing)."""
+        gpu = profile.gpu
+        free = gpu.memory_free_mb if gpu else None
+        return {"gpu_index": gpu.index if gpu else None, "running_jobs": self._running(),
+                "memory_free_mb": None if free is None else free // 256 * 256,
+                "utilization": None if not gpu or gpu.utilization is None
+                else gpu.utilization // 10 * 10}
 
     def _loop(self) -> None:
         interval = min(self._s.settings.heartbeat_interval, self._s.settings.reaper_interval)
@@ -72,15 +87,10 @@ class WorkerHeartbeat:
                 return
 
 
-def liveness_ttl(services: Services) -> int:
-    """Seconds a worker counts as alive after its last beat."""
-    return max(1, round(services.settings.heartbeat_interval * 3))
-
-
 def describe(services: Services) -> list[dict[str, Any]]:
     """The workers whose heartbeat is live."""
     client = services.redis
-    since = now_ms() - liveness_ttl(services) * 1000
+    since = now_ms() - int(services.settings.liveness_seconds * 1000)
     names = [str(n) for n in client.zrangebyscore(keys.WORKERS, since, "+inf")]
     pipe = client.pipeline(transaction=False)
     for name in names:

@@ -5,9 +5,13 @@ so that state and history change in one atomic step; the task's own lifecycle
 (publish, prerun, postrun, success, failure, retry) runs those scripts from
 inside the task. This module covers what only a signal can see:
 
+- `celeryd_init` names the worker before its pool processes fork, so they can
+  say which models their GPU holds; `worker_process_init` starts each pool
+  process with none (a replaced process lost its predecessor's models).
 - `worker_ready` / `worker_shutdown`: the heartbeat starts and stops; its first
-  beat announces `worker.online`, its goodbye `worker.offline`, and any beat
-  announces the workers that stopped beating (a SIGKILL fires no signal).
+  beat announces `worker.online` (and `machine.online`), its goodbye
+  `worker.offline`, and any beat announces the workers that stopped beating (a
+  SIGKILL fires no signal), with their machines when none of theirs is left.
 - `task_revoked`: Celery drops a revoked message (or kills a terminated task)
   without running our code; the job is ended, not left pending for ever.
 - `task_unknown` / `task_rejected`: a message this worker cannot run is dropped
@@ -20,12 +24,15 @@ import logging
 from typing import Any
 
 from celery.signals import (
+    celeryd_init,
     task_rejected,
     task_revoked,
     task_unknown,
+    worker_process_init,
     worker_ready,
     worker_shutdown,
 )
+from celery.worker import state as worker_state
 from flask import Flask
 
 from tasks.services import Services
@@ -38,6 +45,7 @@ class SignalBridge:
     def __init__(self, flask_app: Flask) -> None:
         self._app = flask_app
         self._heartbeats: list[WorkerHeartbeat] = []
+        self.hostname = ""
 
     @property
     def services(self) -> Services:
@@ -45,17 +53,29 @@ class SignalBridge:
         return services
 
     def connect(self) -> None:
+        celeryd_init.connect(self.on_celeryd_init, weak=False)
+        worker_process_init.connect(self.on_worker_process_init, weak=False)
         worker_ready.connect(self.on_worker_ready, weak=False)
         worker_shutdown.connect(self.on_worker_shutdown, weak=False)
         task_revoked.connect(self.on_task_revoked, weak=False)
         task_unknown.connect(self.on_task_unknown, weak=False)
         task_rejected.connect(self.on_task_rejected, weak=False)
 
+    def on_celeryd_init(self, sender: Any = None, **_: Any) -> None:
+        self.hostname = str(sender)
+
+    def on_worker_process_init(self, **_: Any) -> None:
+        """A new pool process holds no model yet, whatever its predecessor held."""
+        if self.services.models is not None:
+            self.services.models.clear()
+
     def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         """Start the heartbeat and the reaper in the worker's main process."""
         try:
             concurrency = getattr(getattr(sender, "pool", None), "limit", 1) or 1
-            heartbeat = WorkerHeartbeat(self.services, sender.hostname, concurrency)
+            assert self.services.node is not None
+            heartbeat = WorkerHeartbeat(self.services, self.services.node, sender.hostname,
+                                        concurrency, lambda: len(worker_state.active_requests))
             heartbeat.start()
             self._heartbeats.append(heartbeat)
         except Exception:

@@ -9,18 +9,27 @@ from marshmallow import Schema, ValidationError
 
 from app.auth import authenticate
 from app.errors import ApiError, validation_failed
+from tasks.settings import OPERATOR_TENANT
 
 
-def api_blueprint(name: str, import_name: str) -> Blueprint:
-    """A blueprint whose every request must carry a valid x-api-key."""
+def api_blueprint(name: str, import_name: str, *, operators_only: bool = False) -> Blueprint:
+    """A blueprint whose every request must carry a valid x-api-key (an operator's, 403
+    for a tenant's, with `operators_only`)."""
     blueprint = Blueprint(name, import_name)
 
     @blueprint.before_request
     def require_api_key() -> None:
         g.tenant = authenticate(current_app.extensions["keyring"],
                                 request.headers.get("x-api-key"))
+        if operators_only:
+            require_operator()
 
     return blueprint
+
+
+def require_operator() -> None:
+    if g.tenant != OPERATOR_TENANT:
+        raise ApiError(403, "FORBIDDEN", "Only an operator key may do this")
 
 
 def json_body(schema: Schema, code: str, what: str, *, optional: bool = False) -> dict[str, Any]:

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.api import api_blueprint, query
-from app.auth import current_tenant
-from app.errors import ApiError
+from app.api import api_blueprint, query, require_operator
 from app.schemas.events import EVENT_QUERY
 from tasks import keys
 from tasks.services import current_services
-from tasks.settings import OPERATOR_TENANT
 
 bp = api_blueprint("events", __name__)
 
@@ -19,8 +16,7 @@ bp = api_blueprint("events", __name__)
 @bp.get("")
 def all_events() -> dict[str, Any]:
     """Every event after `since`, for operators (a tenant reads its jobs' and workflows')."""
-    if current_tenant() != OPERATOR_TENANT:
-        raise ApiError(403, "FORBIDDEN", "Only an operator key may read every event")
+    require_operator()
     return history(keys.EVENT_LOG)
 
 

@@ -6,9 +6,31 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from tasks.fleet import LABEL_KEY, LABEL_VALUE, MODEL_NAME
 from tasks.statuses import JobStatus
 
 ID = validate.Length(min=1, max=64)
+
+
+def labels_field(**kwargs: Any) -> fields.Dict:
+    """Node labels, as jobs ask for them and operators set them."""
+    return fields.Dict(
+        keys=fields.String(validate=validate.Regexp(
+            LABEL_KEY, error="label names are 1-63 letters, digits, . _ - /")),
+        values=fields.String(validate=validate.Regexp(
+            LABEL_VALUE, error="label values are up to 63 letters, digits, . _ -")),
+        validate=validate.Length(max=16, error="at most 16 labels"), **kwargs)
+
+
+class RequirementsSchema(Schema):
+    """What a job asks of the machine that runs it, beyond what its handler computes."""
+
+    gpu_memory = fields.Integer(strict=True, validate=validate.Range(
+        1, 4096, error="GPU memory must be between 1 and 4096 GB"))
+    model = fields.String(validate=validate.Regexp(
+        MODEL_NAME, error="must be 1-100 letters, digits, . _ - (starting with one of the "
+                          "first two)"))
+    labels = labels_field()
 
 
 class JobFields(Schema):
@@ -21,6 +43,7 @@ class JobFields(Schema):
     parameters = fields.Dict(keys=fields.String(), load_default=dict)
     retries = fields.Integer(load_default=0, strict=True, validate=validate.Range(0, 10))
     timeout_seconds = fields.Integer(strict=True, validate=validate.Range(min=1))
+    requirements = fields.Nested(RequirementsSchema)
 
 
 class JobSubmitSchema(JobFields):
@@ -81,6 +104,10 @@ class JobSchema(Schema):
     retry_count = fields.Integer(dump_default=0)
     timeout_seconds = fields.Integer(attribute="timeout")
     step_index = fields.Integer(dump_default=None)
+    # Why it is still pending: no online machine can run it yet (README: GPU fleet).
+    waiting_reason = fields.String(dump_default=None)
+    gpu_index = fields.Integer(dump_default=None)
+    gpu_name = fields.String(dump_default=None)
 
 
 JOB_SUBMIT = JobSubmitSchema()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from marshmallow import Schema
 from PIL import Image
 
 from tasks.artifacts import ArtifactStore, artifact_id_from_url
+from tasks.fleet import Gpu
+from tasks.models import ModelCache
 
 
 @dataclass(frozen=True)
@@ -24,15 +26,33 @@ class Limits:
 
 @dataclass(frozen=True)
 class Requirements:
-    """What a job needs from a worker: stored with the job for GPU routing."""
+    """What a job needs from a worker, stored with the job; its route (tasks/fleet.py)
+    sends it only where it fits. `gpu_memory` is in GB."""
 
     gpu_memory: int
     model_type: str
     capabilities: list[str]
+    model: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"gpu_memory": self.gpu_memory, "model_type": self.model_type,
-                "capabilities": list(self.capabilities)}
+        data: dict[str, Any] = {"gpu_memory": self.gpu_memory, "model_type": self.model_type,
+                                "capabilities": list(self.capabilities)}
+        if self.model:
+            data["model"] = self.model
+        if self.labels:
+            data["labels"] = dict(self.labels)
+        return data
+
+    def raised_by(self, request: Mapping[str, Any]) -> Requirements:
+        """These requirements with a submission's `requirements` object applied: it may
+        raise the GPU memory, never lower it; name a model, unless the handler names
+        another; and add labels. Raises ValueError on a conflicting model."""
+        model = request.get("model") or ""
+        if model and self.model and model != self.model:
+            raise ValueError(f"names model {model}, but the job runs model {self.model}")
+        return replace(self, gpu_memory=max(self.gpu_memory, request.get("gpu_memory") or 0),
+                       model=self.model or model, labels=dict(request.get("labels") or {}))
 
 
 class JobError(Exception):
@@ -71,6 +91,9 @@ class JobContext:
     artifacts: ArtifactStore
     report: Callable[[int], None]
     saved: list[dict[str, Any]] = field(default_factory=list)
+    # The GPU this run is pinned to and the models it keeps warm (None on a CPU worker).
+    gpu: Gpu | None = None
+    models: ModelCache | None = None
 
     def progress(self, percent: float) -> None:
         """Report progress (0-100); raises LeaseLost if this run was superseded."""
@@ -118,6 +141,9 @@ class Handler(ABC):
     prompt_required: ClassVar[bool] = False
     base_gpu_memory: ClassVar[int] = 4
     model_type: ClassVar[str] = ""
+    # A handler that runs on a GPU is served only by GPU workers, and only where the
+    # job's requirements (memory, model) fit; one that needs none runs anywhere.
+    uses_gpu: ClassVar[bool] = False
 
     @abstractmethod
     def parameters(self, limits: Limits) -> Schema:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -10,7 +11,17 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from tasks.handlers.base import CompensationContext, Handler, JobContext, Limits
+from tasks.fleet import MODEL_NAME
+from tasks.handlers.base import (
+    CompensationContext,
+    Handler,
+    JobContext,
+    JobError,
+    Limits,
+    Requirements,
+)
+
+log = logging.getLogger(__name__)
 
 
 def _compensation() -> dict[str, fields.Field]:
@@ -110,4 +121,53 @@ class Flaky(Compensable):
         return {"attempts": ctx.attempt}
 
 
-TEST_HANDLERS: tuple[type[Handler], ...] = (Echo, Sleep, Fail, Flaky)
+class Simulate(Handler):
+    """A GPU model for routing tests and benchmarks: `load_seconds` to load `model` where
+    the GPU does not hold it (evicting what no longer fits in its memory), then
+    `seconds` of work, with progress, and the model stays warm on that GPU."""
+
+    type = "simulate"
+    uses_gpu = True
+
+    def parameters(self, limits: Limits) -> Schema:
+        return Schema.from_dict({
+            "model": fields.String(required=True, validate=validate.Regexp(
+                MODEL_NAME, error="must be 1-100 letters, digits, . _ -")),
+            "seconds": fields.Float(load_default=1.0, validate=validate.Range(0, 3600)),
+            "load_seconds": fields.Float(load_default=0.0, validate=validate.Range(0, 3600)),
+            "vram_gb": fields.Integer(load_default=1, strict=True,
+                                      validate=validate.Range(1, 4096)),
+        }, name="SimulateParameters")()
+
+    def requirements(self, params: Mapping[str, Any]) -> Requirements:
+        return Requirements(params["vram_gb"], self.type, [self.type], model=params["model"])
+
+    def run(self, ctx: JobContext) -> dict[str, Any]:
+        if ctx.models is None or ctx.gpu is None:
+            raise JobError("NO_GPU", "simulate jobs run on GPU workers only")
+        p = ctx.parameters
+        # The run's interval, for tests that check no job runs twice at once.
+        log.info("simulate job %s: run begins at %.3f", ctx.job_id, time.time())
+        outcome = "stopped"
+        try:
+            model = ctx.models.acquire(p["model"], p["vram_gb"],
+                                       lambda: _work(ctx, p["load_seconds"], 0, 30))
+            _work(ctx, p["seconds"], 30 if model.loaded else 0, 100)
+            outcome = "finished"
+        finally:
+            log.info("simulate job %s: run ends at %.3f (%s)", ctx.job_id, time.time(), outcome)
+        return {"model": p["model"], "loaded": model.loaded,
+                "load_seconds": round(model.load_seconds, 3), "seconds": p["seconds"],
+                "gpu": {"index": ctx.gpu.index, "name": ctx.gpu.name}}
+
+
+def _work(ctx: JobContext, seconds: float, start: float, end: float) -> None:
+    """Take `seconds`, reporting progress from `start` to `end` percent as it goes."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.05))
+        ctx.progress(end - (end - start) * max(left - 0.05, 0) / seconds)
+    ctx.progress(end)
+
+
+TEST_HANDLERS: tuple[type[Handler], ...] = (Echo, Sleep, Fail, Flaky, Simulate)

@@ -20,5 +20,7 @@ end
 if ARGV[7] ~= '' then
   emit_job(ARGV[7], KEYS[1], ARGV[8], {type = redis.call('HGET', KEYS[1], 'type'),
     priority = tonumber(redis.call('HGET', KEYS[1], 'priority'))})
+  local reason = redis.call('HGET', KEYS[1], 'waiting_reason')
+  if reason then emit_job(EV.JOB_UNSCHEDULABLE, KEYS[1], ARGV[8], {reason = reason}) end
 end
 return tostring(score)

@@ -1,5 +1,6 @@
 -- Shared helpers, prepended to every script by tasks/scripts.py (after the
--- EVENT_LOG, EVENT_CHANNEL and EV names it generates from tasks/events.py).
+-- names it generates from tasks/events.py and tasks/keys.py: EVENT_LOG,
+-- EVENT_CHANNEL, SAGA_OUTBOX, ROUTES, ROUTES_USED, WORKER_PREFIX and EV).
 -- Index and stream key names come from the job hash (written by create.lua from
 -- tasks/keys.py), so no script spells a key name of its own.
 
@@ -59,6 +60,52 @@ local function emit_worker(etype, hostname, ts, data)
   return emit(etype, ts, {worker = hostname}, data)
 end
 
+-- A machine's event: its id (and status) in `data`, for operators only.
+local function emit_machine(etype, machine, ts, data)
+  data = data or {}
+  data.machine_id = redis.call('HGET', machine, 'id')
+  data.status = redis.call('HGET', machine, 'status')
+  return emit(etype, ts, {}, data)
+end
+
+-- A worker left (shut down, or stopped beating): when it was its machine's last
+-- live worker (beat after `cutoff`, ms), the machine goes offline.
+local function machine_left(worker_key, hostname, ts, reason, cutoff)
+  local f = redis.call('HMGET', worker_key, 'machine_key', 'machine_workers_key')
+  if not f[1] then return end
+  redis.call('ZREM', f[2], hostname)
+  if redis.call('EXISTS', f[1]) == 1 and redis.call('HGET', f[1], 'status') ~= 'offline'
+      and redis.call('ZCOUNT', f[2], cutoff, '+inf') == 0 then
+    redis.call('HSET', f[1], 'status', 'offline', 'updated_at', ts)
+    emit_machine(EV.MACHINE_OFFLINE, f[1], ts, {reason = reason, worker = hostname})
+  end
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A job's route (tasks/fleet.py) counts its pending jobs, scored by when each
+-- became pending: what the workers' placement reads. Whenever a job becomes
+-- pending its route is (re)registered, so no pending job is ever on a route that
+-- workers do not know; a job that stops pending no longer waits for a machine.
+local function track_route(job_key, id, old, new_status)
+  local route = redis.call('HGET', job_key, 'route')
+  if not route then return end
+  local pending = redis.call('HGET', job_key, 'route_pending_key')
+  if old == 'pending' then
+    redis.call('ZREM', pending, id)
+    redis.call('HDEL', job_key, 'waiting_reason')
+  end
+  if new_status == 'pending' then
+    local ms = now_ms()
+    redis.call('ZADD', pending, ms, id)
+    redis.call('HSET', ROUTES, route, redis.call('HGET', job_key, 'route_spec'))
+    redis.call('ZADD', ROUTES_USED, ms, route)
+  end
+end
+
 local function set_status(job_key, new_status)
   local old = redis.call('HGET', job_key, 'status')
   local id = redis.call('HGET', job_key, 'id')
@@ -69,6 +116,7 @@ local function set_status(job_key, new_status)
     redis.call('ZADD', prefix .. new_status, score, id)
   end
   redis.call('HSET', job_key, 'status', new_status)
+  track_route(job_key, id, old, new_status)
   return old
 end
 

@@ -11,7 +11,8 @@ import redis
 from tasks import keys
 from tasks.events import EventLog, EventType
 from tasks.lifecycle import Lifecycle
-from tasks.scripts import Scripts
+from tasks.machines import MachineStore
+from tasks.node import NodeProfile
 from tasks.store import JobStore
 from tests.tasks.conftest import new_job
 
@@ -89,21 +90,19 @@ def test_a_failure_carries_its_error(
 
 
 def test_workers_go_online_and_offline_with_their_heartbeat(client: redis.Redis) -> None:
-    scripts = Scripts(client)
-
-    def beat(hostname: str, at_ms: int) -> list[str]:
-        gone: list[str] = scripts.worker_beat(
-            keys=[keys.worker(hostname), keys.WORKERS],
-            args=[hostname, json.dumps({"concurrency": 2}), 3, at_ms, "2026-01-01T00:00:00.000Z"])
-        return gone
-
-    now = int(time.time() * 1000)
-    assert beat("a@h", now) == [] and beat("b@h", now) == []
-    assert beat("a@h", now + 1000) == []  # still online: nothing to say
+    machines = MachineStore(client, liveness_s=1, retention_s=60)
+    node = NodeProfile("m1")
+    assert machines.beat("a@h", {"concurrency": 2}, node, {}) == []
+    assert machines.beat("b@h", {"concurrency": 2}, node, {}) == []
+    assert machines.beat("a@h", {}, node, {}) == []  # still online: nothing to say
     # b stops beating (SIGKILL); a's next beat after the liveness window sees it gone
-    assert beat("a@h", now + 3500) == ["b@h"]
-    scripts.worker_gone(keys=[keys.worker("a@h"), keys.WORKERS], args=["a@h", "ts"])
-    assert [(e["type"], e["worker"], e["data"].get("reason")) for e in history(client)] == [
+    time.sleep(0.6)
+    machines.beat("a@h", {}, node, {})
+    time.sleep(0.6)
+    assert machines.beat("a@h", {}, node, {}) == ["b@h"]
+    machines.gone("a@h")
+    worker_events = [e for e in history(client) if e["type"].startswith("worker.")]
+    assert [(e["type"], e["worker"], e["data"].get("reason")) for e in worker_events] == [
         (EventType.WORKER_ONLINE, "a@h", None), (EventType.WORKER_ONLINE, "b@h", None),
         (EventType.WORKER_OFFLINE, "b@h", "heartbeat_lost"),
         (EventType.WORKER_OFFLINE, "a@h", "shutdown")]

@@ -43,8 +43,8 @@ def test_a_job_revoked_in_celery_is_cancelled_not_left_pending(stack: Stack) -> 
     # Given a busy worker and a job queued behind the one it runs
     stack.worker("a", concurrency=1)
     busy = stack.submit({"type": "sleep", "parameters": {"seconds": 2}})
-    queued = stack.submit({"type": "echo", "parameters": {"value": 1}})
     wait_for(lambda: stack.job(busy)["status"] == "running", 15)
+    queued = stack.submit({"type": "echo", "parameters": {"value": 1}})
     # When an operator revokes it with Celery's own tools, outside Chordline's API
     stack.app.extensions["celery"].control.revoke(queued)
     # Then Celery drops the message, and the job ends cancelled with its event

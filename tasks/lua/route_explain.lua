@@ -1,0 +1,18 @@
+-- Say why the pending jobs of a route wait ('' once a machine can run them):
+-- each job whose reason changes gets it, and a job.unschedulable event.
+-- KEYS the pending jobs' hashes; ARGV[1] reason ('' to clear), ARGV[2] now (ISO)
+-- Returns how many jobs changed.
+local changed = 0
+for _, job in ipairs(KEYS) do
+  if redis.call('HGET', job, 'status') == 'pending'
+      and (redis.call('HGET', job, 'waiting_reason') or '') ~= ARGV[1] then
+    changed = changed + 1
+    if ARGV[1] == '' then
+      redis.call('HDEL', job, 'waiting_reason')
+    else
+      redis.call('HSET', job, 'waiting_reason', ARGV[1])
+      emit_job(EV.JOB_UNSCHEDULABLE, job, ARGV[2], {reason = ARGV[1]})
+    end
+  end
+end
+return changed
