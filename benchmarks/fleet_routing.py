@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -48,8 +49,24 @@ def perfect(jobs: int, seconds: float, load: float) -> float:
     return (jobs * seconds + load * max(len(MODELS), len(SLOTS))) / len(SLOTS)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    makespan: float
+    # Per job: the GPU slot it ran on, and whether it loaded its model there.
+    runs: list[tuple[str, bool]]
+
+    @property
+    def loads(self) -> int:
+        return sum(loaded for _, loaded in self.runs)
+
+    def per_slot(self) -> str:
+        return ", ".join(f"{slot} {sum(s == slot for s, _ in self.runs)} jobs/"
+                         f"{sum(s == slot and loaded for s, loaded in self.runs)} loads"
+                         for slot in SLOTS)
+
+
 def run_chordline(url: str, tmp: Path, models: list[str], seconds: float,
-                  load: float) -> tuple[float, int]:
+                  load: float) -> Outcome:
     env = settings_env(url, tmp / "artifacts", CHORDLINE_LOG_LEVEL="WARNING",
                        CHORDLINE_LEASE_SECONDS="20", CHORDLINE_REAPER_INTERVAL="2",
                        CHORDLINE_HEARTBEAT_INTERVAL="1")
@@ -70,7 +87,8 @@ def run_chordline(url: str, tmp: Path, models: list[str], seconds: float,
             node.stop()
     finished = max(datetime.fromisoformat(j["completed_at"].replace("Z", "+00:00")).timestamp()
                    for j in jobs)
-    return finished - started, sum(bool(j["result"]["loaded"]) for j in jobs)
+    return Outcome(finished - started, [(j["machine_id"], bool(j["result"]["loaded"]))
+                                        for j in jobs])
 
 
 def _wait_jobs(services: Services, ids: list[str]) -> list[dict]:
@@ -84,7 +102,7 @@ def _wait_jobs(services: Services, ids: list[str]) -> list[dict]:
 
 
 def run_plain(url: str, tmp: Path, models: list[str], seconds: float,
-              load: float) -> tuple[float, int]:
+              load: float) -> Outcome:
     os.environ["BENCH_REDIS_URL"] = url
     from benchmarks.raw_fleet import app, simulate
 
@@ -92,7 +110,7 @@ def run_plain(url: str, tmp: Path, models: list[str], seconds: float,
         [sys.executable, "-m", "celery", "-A", "benchmarks.raw_fleet", "worker",
          "--pool=prefork", "--concurrency=1", "-Q", "raw-fleet", "--without-mingle",
          "--without-gossip", "--loglevel=WARNING", f"--hostname=raw-{name}@%h"],
-        env={**os.environ, "BENCH_REDIS_URL": url, "BENCH_GPU_GB": str(gb)},
+        env={**os.environ, "BENCH_REDIS_URL": url, "BENCH_GPU_GB": str(gb), "BENCH_SLOT": name},
         stdout=(tmp / f"raw-{name}.log").open("ab"), stderr=subprocess.STDOUT)
         for name, gb in SLOTS.items()]
     client = redis.Redis.from_url(url, decode_responses=True)
@@ -113,7 +131,8 @@ def run_plain(url: str, tmp: Path, models: list[str], seconds: float,
             worker.terminate()
         for worker in workers:
             worker.wait(30)
-    return max(d["done"] for d in done) - started, sum(d["loaded"] for d in done)
+    return Outcome(max(d["done"] for d in done) - started,
+                   [(d["slot"], d["loaded"]) for d in done])
 
 
 def main() -> None:
@@ -137,12 +156,12 @@ def main() -> None:
     print(f"fleet routing: {len(models)} simulate jobs ({mix}), {args.seconds:g} s each, "
           f"{args.load:g} s to load a model; GPUs: {gpus}")
     print(f"{'':20s} {'makespan':>9s} {'loads':>6s} {'/ perfect':>10s}")
-    lowest = max(len(MODELS), len(SLOTS))
-    for name, (makespan, loads) in (("perfect schedule", (best, lowest)),
-                                    ("Chordline", ours), ("plain Celery queue", plain)):
-        print(f"{name:20s} {makespan:8.1f}s {loads:6d} {makespan / best:10.2f}")
-    print(f"Chordline: {ours[0] / best:.2f}x the perfect schedule (goal <= 1.3), "
-          f"{plain[0] / ours[0]:.2f}x faster than the plain queue (goal >= 1.5)")
+    print(f"{'perfect schedule':20s} {best:8.1f}s {max(len(MODELS), len(SLOTS)):6d} {1:10.2f}")
+    for name, outcome in (("Chordline", ours), ("plain Celery queue", plain)):
+        print(f"{name:20s} {outcome.makespan:8.1f}s {outcome.loads:6d} "
+              f"{outcome.makespan / best:10.2f}   {outcome.per_slot()}")
+    print(f"Chordline: {ours.makespan / best:.2f}x the perfect schedule (goal <= 1.3), "
+          f"{plain.makespan / ours.makespan:.2f}x faster than the plain queue (goal >= 1.5)")
 
 
 if __name__ == "__main__":

@@ -31,5 +31,5 @@ def simulate(run: str, index: int, model: str, seconds: float, load_seconds: flo
     """Load the model unless warm, work `seconds`, then record when and whether it loaded."""
     got = _cache.acquire(model, vram_gb, lambda: time.sleep(load_seconds))
     time.sleep(seconds)
-    _client.hset(f"raw:{run}", str(index), json.dumps({"done": time.time(),
-                                                        "loaded": got.loaded}))
+    _client.hset(f"raw:{run}", str(index), json.dumps({
+        "done": time.time(), "loaded": got.loaded, "slot": os.environ.get("BENCH_SLOT")}))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import redis
@@ -24,11 +24,28 @@ from tasks.statuses import JobStatus
 from tasks.store import Job
 
 
+class ClaimOutcome(StrEnum):
+    """What claim.lua answered."""
+
+    CLAIMED = "claimed"
+    MISSING = "missing"
+    # Running under a live lease elsewhere: a duplicate delivery.
+    BUSY = "busy"
+    # A workflow step delivered before its dependencies completed.
+    PARKED = "parked"
+    # Finished, cancelled, or a step of a halted workflow.
+    SKIP = "skip"
+    # Lost its worker `max_deliveries` times: failed.
+    POISONED = "poisoned"
+    # This worker's machine is draining: the job goes back to its queue.
+    DRAINING = "draining"
+
+
 @dataclass(frozen=True)
 class Claim:
     """The outcome of a claim: `claimed` (with the job), or why not."""
 
-    outcome: str
+    outcome: ClaimOutcome
     status: str
     job: Job | None = None
 
@@ -105,7 +122,7 @@ class Lifecycle:
                   self.policy.max_deliveries, hard_deadline_ms, self.policy.retention,
                   envelope, json.dumps(placement or {}), self.outbox_due()],
         )
-        return Claim(outcome, status, Job.from_flat(flat) if flat else None)
+        return Claim(ClaimOutcome(outcome), status, Job.from_flat(flat) if flat else None)
 
     def heartbeat(self, job_id: str, token: str, *, renew: bool = True,
                   progress: int | None = None) -> Lease:

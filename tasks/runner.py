@@ -21,7 +21,7 @@ from tasks.clock import now_ms
 from tasks.dispatch import HARD_LIMIT_GRACE, RUN_JOB
 from tasks.handlers.base import JobContext, JobError, LeaseLost, StepStopped
 from tasks.lease import LeaseKeeper, ProgressReporter
-from tasks.lifecycle import Outcome
+from tasks.lifecycle import ClaimOutcome, Outcome
 from tasks.services import Services, current_services
 from tasks.statuses import JobStatus
 from tasks.store import Job
@@ -75,7 +75,7 @@ class JobRunner:
         claim = self._s.lifecycle.claim(
             job_id, token, self._worker_id, self._s.settings.machine_id, hard_deadline_ms,
             envelope, {"gpu_index": gpu.index, "gpu_name": gpu.name} if gpu else None)
-        if claim.outcome == "draining":
+        if claim.outcome is ClaimOutcome.DRAINING:
             return self._hand_back(job_id)
         if claim.job is None:
             log.info("job %s not run: %s (%s)", job_id, claim.outcome, claim.status)

@@ -82,38 +82,31 @@ def settings_env(redis_url: str, artifact_dir: Path, **extra: str) -> dict[str, 
     }
 
 
-class WorkerProcess:
-    """`celery -A workers.bootstrap worker` as the Procfile runs it, in its own process group."""
+class ProcessGroup:
+    """A child process in its own process group, so that a test can SIGKILL all of it (the
+    main process and its pool), as a crash would."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, concurrency: int = 2,
-                 name: str | None = None) -> None:
-        self.hostname = f"{name or 'test'}-{uuid.uuid4().hex[:6]}@localhost"
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        self.log_path = log_path
-        self.concurrency = concurrency
-        self.process: subprocess.Popen[bytes] | None = None
+    log_path: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> WorkerProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.bootstrap", "worker",
-             "--pool=prefork", f"--concurrency={self.concurrency}", "--events",
-             "--without-mingle", "--without-gossip", "--loglevel=INFO",
-             f"--hostname={self.hostname}"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+    def _spawn(self, command: list[str]) -> None:
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env,
+                                        stdout=self.log_path.open("ab"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait_until(self, ready: Callable[[redis.Redis], bool], timeout: float,
+                    what: str) -> None:
         client = redis.Redis.from_url(self.env["REDIS_URL"], decode_responses=True)
-        wait_for(lambda: client.exists(keys.worker(self.hostname)) or self._died(),
-                 timeout, message=f"worker {self.hostname} heartbeat")
+        wait_for(lambda: ready(client) or self._died(), timeout, interval=0.1, message=what)
         if self._died():
-            raise RuntimeError(f"worker exited; see {self.log_path}")
-        return self
+            raise RuntimeError(f"{what}: the process exited; see {self.log_path}")
 
     def _died(self) -> bool:
         return self.process is not None and self.process.poll() is not None
 
     def kill(self) -> None:
-        """SIGKILL the whole worker (main process and pool children): no signal fires."""
+        """SIGKILL the whole group: no signal handler runs."""
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
@@ -128,9 +121,28 @@ class WorkerProcess:
             self.kill()
 
 
-class NodeProcess:
-    """`python -m workers.node` as the Procfile runs it: one node, a worker per GPU, in its
-    own process group (so a test can SIGKILL the whole node, as a crash would)."""
+class WorkerProcess(ProcessGroup):
+    """`celery -A workers.bootstrap worker`, one CPU worker."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, concurrency: int = 2,
+                 name: str | None = None) -> None:
+        self.hostname = f"{name or 'test'}-{uuid.uuid4().hex[:6]}@localhost"
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self.concurrency = concurrency
+
+    def start(self, timeout: float = 30) -> WorkerProcess:
+        self._spawn([sys.executable, "-m", "celery", "-A", "workers.bootstrap", "worker",
+                     "--pool=prefork", f"--concurrency={self.concurrency}", "--events",
+                     "--without-mingle", "--without-gossip", "--loglevel=INFO",
+                     f"--hostname={self.hostname}"])
+        self._wait_until(lambda client: bool(client.exists(keys.worker(self.hostname))),
+                         timeout, f"worker {self.hostname} heartbeat")
+        return self
+
+
+class NodeProcess(ProcessGroup):
+    """`python -m workers.node` as the Procfile runs it: one node, a worker per GPU."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path, machine_id: str,
                  workers: int = 1, prefix: Sequence[str] = ()) -> None:
@@ -140,42 +152,19 @@ class NodeProcess:
         self.log_path = log_path
         self.workers = workers
         self.prefix = list(prefix)  # e.g. ip netns exec NAME
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 45) -> NodeProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*self.prefix, sys.executable, "-m", "workers.node", f"--name={self.machine_id}",
-             "--", "--pool=prefork", "--events", "--without-mingle", "--without-gossip",
-             "--loglevel=INFO"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        client = redis.Redis.from_url(self.env["REDIS_URL"], decode_responses=True)
-        wait_for(lambda: self.online(client) or self.process.poll() is not None,  # type: ignore[union-attr]
-                 timeout, interval=0.1, message=f"node {self.machine_id} online")
-        if self.process.poll() is not None:
-            raise RuntimeError(f"node exited; see {self.log_path}")
+        self._spawn([*self.prefix, sys.executable, "-m", "workers.node",
+                     f"--name={self.machine_id}", "--", "--pool=prefork", "--events",
+                     "--without-mingle", "--without-gossip", "--loglevel=INFO"])
+        self._wait_until(self.online, timeout, f"node {self.machine_id} online")
         return self
 
     def online(self, client: redis.Redis) -> bool:
+        """Every worker of the node has beaten in the last two seconds."""
         since = time.time() * 1000 - 2000
         return bool(client.zcount(keys.machine_workers(self.machine_id), since, "+inf")
                     >= self.workers)
-
-    def kill(self) -> None:
-        """SIGKILL the node and every worker process of it: no signal fires."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
 
 
 def write_catalog(path: Path, models: Mapping[str, int]) -> str:

@@ -2,16 +2,17 @@
 -- each job whose reason changes gets it, and a job.unschedulable event.
 -- KEYS the pending jobs' hashes; ARGV[1] reason ('' to clear), ARGV[2] now (ISO)
 -- Returns how many jobs changed.
+local reason, ts = ARGV[1], ARGV[2]
 local changed = 0
 for _, job in ipairs(KEYS) do
   if redis.call('HGET', job, 'status') == 'pending'
-      and (redis.call('HGET', job, 'waiting_reason') or '') ~= ARGV[1] then
+      and (redis.call('HGET', job, 'waiting_reason') or '') ~= reason then
     changed = changed + 1
-    if ARGV[1] == '' then
+    if reason == '' then
       redis.call('HDEL', job, 'waiting_reason')
     else
-      redis.call('HSET', job, 'waiting_reason', ARGV[1])
-      emit_job(EV.JOB_UNSCHEDULABLE, job, ARGV[2], {reason = ARGV[1]})
+      redis.call('HSET', job, 'waiting_reason', reason)
+      emit_job(EV.JOB_UNSCHEDULABLE, job, ts, {reason = reason})
     end
   end
 end

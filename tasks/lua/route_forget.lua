@@ -3,9 +3,11 @@
 -- later registers it again (lib.lua `track_route`).
 -- KEYS[1] routes, KEYS[2] routes used, KEYS[3] the route's pending jobs
 -- ARGV[1] the route's queue, ARGV[2] cutoff (ms)
-if redis.call('ZCARD', KEYS[3]) > 0 then return 0 end
-local used = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if used and tonumber(used) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
+local routes, used_at, pending = KEYS[1], KEYS[2], KEYS[3]
+local queue, cutoff = ARGV[1], tonumber(ARGV[2])
+if redis.call('ZCARD', pending) > 0 then return 0 end
+local used = redis.call('ZSCORE', used_at, queue)
+if used and tonumber(used) >= cutoff then return 0 end
+redis.call('HDEL', routes, queue)
+redis.call('ZREM', used_at, queue)
 return 1

@@ -80,7 +80,7 @@ def test_a_stalled_worker_cannot_overwrite_the_run_that_replaced_it(stack: Stack
     job = wait_status(stack, job_id, {"completed", "failed"})
     assert job["status"] == "completed" and job["worker_id"] == second.hostname
     assert job["attempts"] == 2
-    assert "taken over by another run" in (stack.logs / "a.log").read_text()
+    assert "lost its lease" in (stack.logs / "a.log").read_text()
 
 
 def test_a_poison_job_is_delivered_at_most_max_deliveries_times(
