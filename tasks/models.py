@@ -50,6 +50,8 @@ class ModelCache:
         self._publish = publish
         self._on_load = on_load
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        # Seconds spent loading, ever: what a job's run time includes besides its work.
+        self.load_seconds = 0.0
 
     def acquire(self, name: str, vram_gb: float, load: Callable[[], Any]) -> Acquired:
         """The model `name`, loading it (and evicting others to make room) if needed."""
@@ -71,6 +73,7 @@ class ModelCache:
             self._announce()
             raise
         seconds = time.monotonic() - started
+        self.load_seconds += seconds
         self._entries[name] = _Entry(value, vram_gb)
         self._announce()
         log.info("model %s loaded in %.2f s (%g GB)", name, seconds, vram_gb)

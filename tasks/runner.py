@@ -95,7 +95,7 @@ class JobRunner:
 
     def _execute(self, job: Job, token: str, keeper: LeaseKeeper) -> str:
         lifecycle = self._s.lifecycle
-        started = time.monotonic()
+        started, loading = time.monotonic(), self._loading()
         try:
             plan = self._s.step_inputs.prepare(job)
             if plan.skip_reason is not None:
@@ -132,8 +132,13 @@ class JobRunner:
             return self._retry_or_fail(job, token, "HANDLER_ERROR", str(exc) or type(exc).__name__)
         outcome = self._settled(lifecycle.complete(job.id, token, result), "completed")
         if job["requirements"].get("model"):  # placement weighs loads against these runs
-            self._s.routes.record_run(job["route"], time.monotonic() - started)
+            work = time.monotonic() - started - (self._loading() - loading)
+            self._s.routes.record_run(job["route"], work)
         return outcome
+
+    def _loading(self) -> float:
+        """Seconds this process has spent loading models (none on a CPU worker)."""
+        return self._s.models.load_seconds if self._s.models else 0.0
 
     def _settled(self, outcome: Outcome, label: str) -> str:
         """Publish the parked steps the outcome released and the compensation it
