@@ -3,6 +3,8 @@ waits with its reason; drain, resume, and a node killed mid-job."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from flask import Flask
 
 from app import create_app
 from app.embedded_redis import RedisServer
+from tasks import keys
 from tasks.events import EventType
 from tests.support import (
     Api,
@@ -186,6 +189,22 @@ def test_a_drained_machine_starts_no_new_job_finishes_its_running_one_and_resume
     assert api.wait(queued, timeout=20)["machine_id"] == "small"
     types = [e["type"] for e in operator.request("GET", "/api/events").json()["events"]]
     assert EventType.MACHINE_DRAINING in types
+
+
+def test_the_node_process_restarts_a_gpu_worker_that_dies(fleet: Fleet) -> None:
+    # Given the big node's two GPU workers
+    client = fleet.app.extensions["chordline"].redis
+    hostnames = sorted(client.zrange(keys.machine_workers("big"), 0, -1))
+    assert [h.split("@")[0] for h in hostnames] == ["big-gpu0", "big-gpu1"]
+    pid = int(client.hget(keys.worker(hostnames[1]), "pid"))
+    # When one of them dies (SIGKILL: its pool process follows its parent)
+    os.kill(pid, signal.SIGKILL)
+    # Then the node starts it again, and both GPUs share the next jobs
+    wait_for(lambda: client.hget(keys.worker(hostnames[1]), "pid") not in (None, str(pid)),
+             30, message="the GPU worker to come back")
+    api = fleet.api()
+    jobs = [api.submit_ok(simulate("c", seconds=1, vram=40)) for _ in range(4)]
+    assert {api.wait(j, timeout=30)["gpu_index"] for j in jobs} == {0, 1}
 
 
 def test_a_node_killed_mid_job_loses_nothing_and_runs_nothing_twice(fleet: Fleet) -> None:
