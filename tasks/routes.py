@@ -88,16 +88,18 @@ class RouteStore:
         for w in self.waiting(routes):
             reason = unplaceable(w.route, offers) or ""
             before = swept.get(w.queue, {"reason": "", "until": 0})
-            since = 0 if reason != before["reason"] else before["until"]
             if not w.pending and not reason:
-                self._redis.hdel(keys.ROUTES_EXPLAINED, w.queue)
+                if w.queue in swept:
+                    self._redis.hdel(keys.ROUTES_EXPLAINED, w.queue)
                 continue
+            since = 0 if reason != before["reason"] else before["until"]
             entries = cast(list[tuple[str, float]], self._redis.zrangebyscore(
                 keys.route_pending(w.queue), f"({since}", "+inf", 0, limit, withscores=True))
             changed += self._explain([str(j) for j, _ in entries], reason)
-            until = int(entries[-1][1]) if entries else before["until"]
-            self._redis.hset(keys.ROUTES_EXPLAINED, w.queue,
-                             json.dumps({"reason": reason, "until": until}))
+            after = {"reason": reason,
+                     "until": int(entries[-1][1]) if entries else before["until"]}
+            if after != before:
+                self._redis.hset(keys.ROUTES_EXPLAINED, w.queue, json.dumps(after))
         return changed
 
     def _explain(self, job_ids: Sequence[str], reason: str) -> int:

@@ -8,7 +8,6 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from tests.support import (
     Api,
     LiveServer,
     NodeProcess,
+    epoch,
     fresh_database,
     overrides_from_env,
     settings_env,
@@ -225,7 +225,7 @@ def test_a_node_killed_mid_job_loses_nothing_and_runs_nothing_twice(fleet: Fleet
     assert retry["data"]["lost"] == 1 and retry["data"]["error"]["code"] == "WORKER_LOST"
     starts = [e for e in events if e["type"] == EventType.JOB_STARTED]
     assert len(starts) == 2
-    restarted = _epoch(starts[1]["ts"])
+    restarted = epoch(starts[1]["ts"])
     assert killed < restarted < killed + 30, "taken over within 30 s, after the first run died"
     assert [e["type"] for e in events].count(EventType.JOB_COMPLETED) == 1
     operator = fleet.api("key-operator")
@@ -234,7 +234,3 @@ def test_a_node_killed_mid_job_loses_nothing_and_runs_nothing_twice(fleet: Fleet
     assert offline[-1]["data"]["machine_id"] == first["machine_id"]
     assert operator.request("GET", f"/api/machines/{first['machine_id']}").json()[
         "machine"]["status"] == "offline"
-
-
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from tests.support import (
     HostNamespace,
     LiveServer,
     NodeProcess,
+    epoch,
     overrides_from_env,
     settings_env,
     wait_for,
@@ -93,8 +93,8 @@ def test_a_node_cut_off_mid_job_is_fenced_and_its_job_finishes_elsewhere(
         events = api.request("GET", f"/api/jobs/{job_id}/events").json()["events"]
         starts = [e for e in events if e["type"] == EventType.JOB_STARTED]
         assert [e["data"]["machine_id"] for e in starts] == ["host-a", "host-b"]
-        b_started = _epoch(starts[1]["ts"])
-        assert b_started < cut_at + 30 and _epoch(job["completed_at"]) < cut_at + 30
+        b_started = epoch(starts[1]["ts"])
+        assert b_started < cut_at + 30 and epoch(job["completed_at"]) < cut_at + 30
         # and host A, unable to renew its lease, stopped its run before B started it
         a_log = (tmp_path / "host-a.log").read_text()
         a_ended = _run_end(a_log, job_id)
@@ -124,7 +124,3 @@ def _run_end(log: str, job_id: str) -> float:
     assert match is not None, "host A's run never ended"
     assert match.group(2) == "stopped"
     return float(match.group(1))
-
-
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
