@@ -79,23 +79,21 @@ class QueueRouting:
             # A CPU worker loads nothing: every route is free, and its transport takes
             # them in turns (round robin), so none starves another.
             return sorted(routes)
-        fleet = self._slots()
-        me = next((s for s in fleet if s.hostname == self._hostname), None)
-        me = Slot(self._hostname, offer, me.models if me else self._own_models(),
-                  busy=bool(worker_state.active_requests))
+        own = self._own_models()  # fresh: they change with every job this slot runs
+        fleet = [replace(s, models=own) if s.hostname == self._hostname else s
+                 for s in self._fleet_view()]
+        me = Slot(self._hostname, offer, own, busy=bool(worker_state.active_requests))
         settings = self._s.settings
         return pull_order(me, self._s.routes.waiting(routes), fleet,
                           self._s.routes.estimates(), now_ms(), settings.routing_max_wait)
 
-    def _slots(self) -> list[Slot]:
-        """The fleet, read at most every routing interval (the own slot's models are
-        read afresh each time: they change with every job)."""
+    def _fleet_view(self) -> list[Slot]:
+        """The fleet, read at most every routing interval."""
         taken, fleet = self._fleet
         if time.monotonic() - taken > self._s.settings.routing_interval:
             fleet = self._s.machines.slots()
             self._fleet = (time.monotonic(), fleet)
-        own = self._own_models()
-        return [replace(s, models=own) if s.hostname == self._hostname else s for s in fleet]
+        return fleet
 
     def _own_models(self) -> tuple[LoadedModel, ...]:
         return tuple(LoadedModel(m["name"], float(m["vram_gb"]))
