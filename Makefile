@@ -8,10 +8,17 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
+# The tests run real diffusers models on the CPU. torch is pinned first so that the
+# diffusion extra does not pull another build: the CPU wheel where a machine keeps one
+# (this project's CI machines do), PyPI's default (CUDA) build elsewhere; override
+# TORCH to choose, e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu".
+TORCH ?= torch==2.13.0
+
 $(STAMP): setup.cfg setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev,diffusion]'
 	touch $(STAMP)
 
 run: install

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("id")
     cancel.add_argument("--reason")
     cancel.add_argument("--terminate", action="store_true",
-                        help="also stop a workflow's running steps")
+                        help="also stop a running job, or a workflow's running steps")
     cancel.add_argument("--compensate", action="store_true",
                         help="also undo the steps a workflow completed")
     compensate = commands.add_parser(

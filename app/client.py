@@ -91,8 +91,9 @@ class ChordlineClient:
     def cancel(self, kind: str, ident: str, reason: str | None = None,
                terminate: bool = False, compensate: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {"reason": reason} if reason else {}
+        body["terminate"] = terminate
         if kind == "workflow":
-            body |= {"terminate": terminate, "compensate": compensate}
+            body["compensate"] = compensate
             return self.request("POST", f"/api/workflows/{ident}/cancel", json=body)
         return self.request("POST", f"/api/jobs/{ident}/cancel", json=body)
 

@@ -64,6 +64,8 @@ class Stack:
             env["REDIS_URL"] = self.redis.url
         env.setdefault("CHORDLINE_API_KEYS", dev_api_keys())
         env.setdefault("CHORDLINE_TEST_HANDLERS", "1")
+        # No GPU here: the Pillow painters answer the image jobs (README: preview).
+        env.setdefault("CHORDLINE_PREVIEW_HANDLERS", "1")
         env.setdefault("CHORDLINE_ARTIFACT_DIR", str(STATE_DIR / "artifacts"))
         env.setdefault("PORT", "8000")
         env.setdefault("WEB_BIND", f"127.0.0.1:{env['PORT']}")

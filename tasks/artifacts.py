@@ -11,6 +11,7 @@ import io
 import os
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -108,10 +109,12 @@ class ArtifactStore:
         return Artifact(artifact_id, raw["tenant"], raw["job_id"], raw["path"],
                         raw["content_type"], int(raw["width"]), int(raw["height"]))
 
-    def delete_job_artifacts(self, job_id: str) -> int:
-        """Delete what a job produced, files first; returns how many went. Idempotent:
-        a repeat (a retried compensation) finds nothing left and deletes nothing."""
-        artifact_ids = [str(a) for a in self._redis.smembers(keys.job_artifacts(job_id))]
+    def delete_job_artifacts(self, job_id: str, only: Iterable[str] | None = None) -> int:
+        """Delete what a job produced (or `only` these of its artifacts: one run's), files
+        first; returns how many went. Idempotent: a repeat (a retried compensation) finds
+        nothing left and deletes nothing."""
+        produced = {str(a) for a in self._redis.smembers(keys.job_artifacts(job_id))}
+        artifact_ids = sorted(produced if only is None else produced & set(only))
         pipe = self._redis.pipeline(transaction=False)
         for artifact_id in artifact_ids:
             pipe.hget(keys.artifact(artifact_id), "path")
@@ -121,9 +124,10 @@ class ArtifactStore:
         pipe = self._redis.pipeline()
         for artifact_id in artifact_ids:
             pipe.delete(keys.artifact(artifact_id))
-        pipe.delete(keys.job_artifacts(job_id))
+        if artifact_ids:
+            pipe.srem(keys.job_artifacts(job_id), *artifact_ids)
         deleted = pipe.execute()
-        return sum(int(d) for d in deleted[:-1])
+        return sum(int(d) for d in deleted[:len(artifact_ids)])
 
     def path(self, artifact: Artifact) -> Path:
         return self._root / artifact.path

@@ -12,8 +12,8 @@ that needs no files (the `simulate` stand-in's models).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ from marshmallow import Schema, ValidationError, fields, validate
 from tasks.fleet import MODEL_NAME
 from tasks.settings import ConfigError
 
+log = logging.getLogger(__name__)
 # What marks a diffusers directory: a pipeline's index, or one model's config.
 MARKERS = ("model_index.json", "config.json")
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".ckpt"}
 
 
 class ModelEntrySchema(Schema):
@@ -35,6 +37,8 @@ class ModelEntrySchema(Schema):
     vram_gb = fields.Float(load_default=None, allow_none=True,
                            validate=validate.Range(min=0, min_inclusive=False, max=4096))
     base = fields.String(load_default=None, allow_none=True)
+    # The model a job of one of its types runs when it names none.
+    default = fields.Boolean(load_default=False)
 
 
 class CatalogSchema(Schema):
@@ -48,13 +52,22 @@ class CatalogModel:
     types: tuple[str, ...] = ()
     vram_gb: float | None = None
     base: str | None = None
+    default: bool = False
     # Why this node cannot use it (None: available).
     unavailable: str | None = None
+
+    def serves(self, job_type: str) -> bool:
+        return not self.types or job_type in self.types
+
+    def describe(self) -> dict[str, Any]:
+        """What the fleet is told of it (the API validates jobs' models against this)."""
+        return {"types": list(self.types), "vram_gb": self.vram_gb, "base": self.base,
+                "default": self.default}
 
 
 @dataclass(frozen=True)
 class Catalog:
-    models: Mapping[str, CatalogModel] = field(default_factory=dict)
+    models: dict[str, CatalogModel] = field(default_factory=dict)
 
     def available(self) -> dict[str, frozenset[str]]:
         """Usable models, each with the job types it may serve (empty: any)."""
@@ -62,6 +75,26 @@ class Catalog:
 
     def unavailable(self) -> dict[str, str]:
         return {m.name: m.unavailable for m in self.models.values() if m.unavailable}
+
+    def usable(self, name: str, job_type: str) -> CatalogModel | None:
+        model = self.models.get(name)
+        return model if model and not model.unavailable and model.serves(job_type) else None
+
+    def default_for(self, job_type: str) -> CatalogModel | None:
+        """The model a job of this type runs when it names none: one marked default,
+        else the first by name (models with files only)."""
+        usable = sorted((m for m in self.models.values()
+                         if not m.unavailable and m.path and job_type in m.types),
+                        key=lambda m: (not m.default, m.name))
+        return usable[0] if usable else None
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        return {m.name: m.describe() for m in self.models.values() if not m.unavailable}
+
+    def mark_unavailable(self, name: str, reason: str) -> None:
+        """A model that failed to load here: the node stops offering it."""
+        if name in self.models:
+            self.models[name] = replace(self.models[name], unavailable=reason)
 
     @classmethod
     def load(cls, path: str) -> Catalog:
@@ -88,20 +121,41 @@ class Catalog:
         for entry in entries:
             path = str(root / entry["path"]) if entry["path"] else None
             reason = _check_path(path)
+            if reason is None and path and not entry["types"]:
+                reason = "it lists no types (the job types it serves)"
             if reason is None and entry["base"] and entry["base"] not in names:
                 reason = f"its base {entry['base']!r} is not in the catalog"
+            if reason:
+                log.warning("model %s is unavailable on this node: %s", entry["name"], reason)
+            vram = entry["vram_gb"] or (estimate_vram_gb(path) if path and not reason else None)
             models[entry["name"]] = CatalogModel(
-                entry["name"], path, tuple(entry["types"]), entry["vram_gb"], entry["base"],
-                reason)
+                entry["name"], path, tuple(entry["types"]), vram, entry["base"],
+                entry["default"], reason)
         return cls(models)
 
 
+def estimate_vram_gb(path: str) -> float:
+    """A catalog entry without `vram_gb`: its weights, half again for activations, and a
+    gigabyte for the CUDA context (state it in the catalog to be exact)."""
+    weights = sum(f.stat().st_size for f in Path(path).rglob("*")
+                  if f.suffix in WEIGHT_SUFFIXES)
+    return round(weights / 1e9 * 1.5 + 1, 1)
+
+
 def _check_path(path: str | None) -> str | None:
+    """Why a diffusers directory cannot be loaded, as far as a look (not a load) tells."""
     if path is None:
         return None
     directory = Path(path)
     if not directory.is_dir():
         return f"{path} is not a directory"
-    if not any((directory / marker).is_file() for marker in MARKERS):
+    marker = next((directory / m for m in MARKERS if (directory / m).is_file()), None)
+    if marker is None:
         return f"{path} has no {' or '.join(MARKERS)}"
+    try:
+        config = json.loads(marker.read_text())
+    except (OSError, ValueError) as exc:
+        return f"{marker} is not valid JSON: {exc}"
+    if not isinstance(config, dict) or "_class_name" not in config:
+        return f"{marker} names no _class_name"
     return None

@@ -63,8 +63,9 @@ def label_pairs(labels: Mapping[str, str] | None) -> Labels:
 class Route:
     """A class of jobs that the same workers can run: one Celery queue.
 
-    `gpu_memory` (GB) and `model` bind only where a GPU-backed handler serves
-    the type; `labels` always bind (they select nodes).
+    `gpu_memory` (GB) binds only where a GPU-backed handler serves the type; a named
+    `model` binds everywhere (a preview painter cannot run "sdxl", so it takes only
+    jobs that name none); `labels` always bind (they select nodes).
     """
 
     job_type: str
@@ -127,9 +128,7 @@ class Offer:
         missing = [f"{k}={v}" for k, v in route.labels if self.labels.get(k) != v]
         if missing:
             return f"lacks labels {','.join(missing)}"
-        if route.job_type in self.cpu_types:
-            return None
-        if self.gpu_memory_gb + 1e-9 < route.gpu_memory:
+        if route.job_type in self.gpu_types and self.gpu_memory_gb + 1e-9 < route.gpu_memory:
             return f"has {self.gpu_memory_gb:g} GB of GPU memory"
         if route.model and not self.has_model(route.model, route.job_type):
             return f"does not have model {route.model}"
@@ -182,9 +181,8 @@ def _missing(route: Route, candidates: list[Offer]) -> str | None:
     labelled = [o for o in serving if all(o.labels.get(k) == v for k, v in route.labels)]
     if not labelled:
         return f"no online machine has labels {route.describe_labels()}"
-    if any(route.job_type in o.cpu_types for o in labelled):
-        return None
-    roomy = [o for o in labelled if o.gpu_memory_gb + 1e-9 >= route.gpu_memory]
+    roomy = [o for o in labelled if route.job_type in o.cpu_types
+             or o.gpu_memory_gb + 1e-9 >= route.gpu_memory]
     if not roomy:
         return f"no online machine has {route.gpu_memory} GB of GPU memory"
     if route.model and not any(o.has_model(route.model, route.job_type) for o in roomy):

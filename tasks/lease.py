@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import redis
@@ -43,7 +44,8 @@ class LeaseKeeper:
         self._fence_after = lease_seconds * FENCE
         self._name = name
         self._renewed_at = time.monotonic() if renewed_at is None else renewed_at
-        self._progress: int | None = None
+        # Reports not yet written, in order: each becomes one job.progress event.
+        self._progress: deque[int] = deque(maxlen=1000)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{name}", daemon=True)
@@ -64,7 +66,7 @@ class LeaseKeeper:
 
     def report(self, percent: int) -> None:
         """Record progress soon, from the keeper's thread."""
-        self._progress = percent
+        self._progress.append(percent)
         self._wake.set()
 
     def __enter__(self) -> LeaseKeeper:
@@ -82,7 +84,9 @@ class LeaseKeeper:
         while not self._stop.is_set():
             self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
-            progress, self._progress = self._progress, None
+            progress = self._progress.popleft() if self._progress else None
+            if self._progress:
+                self._wake.set()  # more to write: go round again at once
             if self._stop.is_set() or (progress is None and time.monotonic() < due):
                 continue
             sent = time.monotonic()
@@ -90,7 +94,8 @@ class LeaseKeeper:
                 lease = self._heartbeat(progress)
             except redis.RedisError:
                 log.warning("could not renew the lease on %s", self._name, exc_info=True)
-                self._progress = self._progress if self._progress is not None else progress
+                if progress is not None:
+                    self._progress.appendleft(progress)
                 due = time.monotonic() + min(self._interval, RETRY_AFTER)
                 continue
             if lease is Lease.LOST:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
@@ -28,6 +28,17 @@ from tasks.scripts import Scripts
 
 # How often, at most, a machine says what changed on it (machine.updated).
 UPDATE_INTERVAL_MS = 5000
+
+
+@dataclass(frozen=True)
+class OwnState:
+    """A worker's own record as its pool process wrote it: the models its GPU holds (most
+    recently used first), the models that failed to load, and a pool process that asks
+    to be replaced."""
+
+    models: tuple[LoadedModel, ...] = ()
+    broken: dict[str, str] = field(default_factory=dict)
+    fresh_process: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class MachineStore:
         self._liveness_ms = int(liveness_s * 1000)
         self._retention = retention_s
         self._offers: tuple[float, list[Offer]] = (0.0, [])
+        self._known: tuple[float, dict[str, dict[str, Any]]] = (float("-inf"), {})
 
     def beat(self, hostname: str, worker: Mapping[str, Any], profile: NodeProfile,
              update: Mapping[str, Any]) -> list[str]:
@@ -78,7 +90,30 @@ class MachineStore:
                                   args=[hostname, iso(), self._cutoff()])
 
     def publish_models(self, hostname: str, models: list[dict[str, Any]]) -> None:
-        self._scripts.worker_models(keys=[keys.worker(hostname)], args=[json.dumps(models)])
+        self._publish(hostname, "models_loaded", models)
+
+    def publish_broken(self, hostname: str, broken: dict[str, str]) -> None:
+        """The models that failed to load on a worker (name -> why): its node withdraws them."""
+        self._publish(hostname, "models_broken", broken)
+
+    def ask_fresh_process(self, hostname: str, pid: int) -> None:
+        """A pool process whose GPU memory did not come back asks to be replaced."""
+        self._publish(hostname, "fresh_process", pid)
+
+    def _publish(self, hostname: str, name: str, value: Any) -> None:
+        self._scripts.worker_models(keys=[keys.worker(hostname)],
+                                    args=[name, json.dumps(value)])
+
+    def own_state(self, hostname: str) -> OwnState:
+        """What a worker's pool process left in its record for the worker to act on."""
+        models, broken, fresh = cast(list[str | None], self._redis.hmget(
+            keys.worker(hostname), ["models_loaded", "models_broken", "fresh_process"]))
+        return OwnState(
+            tuple(LoadedModel(m["name"], float(m["vram_gb"])) for m in json.loads(models or "[]")),
+            json.loads(broken or "{}"), int(fresh) if fresh else None)
+
+    def forget_fresh_process(self, hostname: str) -> None:
+        self._redis.hdel(keys.worker(hostname), "fresh_process")
 
     def register(self, machine_id: str, labels: Mapping[str, str]) -> bool:
         """Record an operator's labels for a machine; True when it was new."""
@@ -146,10 +181,21 @@ class MachineStore:
             self._offers = (time.monotonic(), offers)
         return offers
 
-    def models_of(self, hostname: str) -> list[dict[str, Any]]:
-        """The models a worker's GPU holds, most recently used first."""
-        raw = cast(str | None, self._redis.hget(keys.worker(hostname), "models_loaded"))
-        return LiveWorker(hostname, {"models_loaded": raw or "[]"}, []).models()
+    def known_models(self, max_age: float = 2.0) -> dict[str, dict[str, Any]]:
+        """Every model any registered machine has (name -> types, vram_gb, base, default),
+        read at most every `max_age` seconds; online machines' word wins."""
+        taken, known = self._known
+        if time.monotonic() - taken <= max_age:
+            return known
+        machine_ids = [str(m) for m in self._redis.zrange(keys.MACHINES, 0, -1)]
+        pipe = self._redis.pipeline(transaction=False)
+        for machine_id in machine_ids:
+            pipe.hmget(keys.machine(machine_id), ["models", "status"])
+        known = {}
+        for models, _status in sorted(pipe.execute(), key=lambda r: r[1] != "offline"):
+            known.update(json.loads(models or "{}"))
+        self._known = (time.monotonic(), known)
+        return known
 
     def operator_state(self, machine_id: str) -> tuple[dict[str, str], bool]:
         """The operator's labels for a machine, and whether it is draining."""

@@ -45,11 +45,18 @@ class _Entry:
 
 class ModelCache:
     def __init__(self, capacity_gb: float, publish: Publish,
-                 on_load: Callable[[str, float], None] | None = None) -> None:
+                 on_load: Callable[[str, float], None] | None = None,
+                 release: Callable[[], None] | None = None,
+                 publish_broken: Callable[[dict[str, str]], None] | None = None) -> None:
+        """`release` gives dropped models' memory back (torch's allocator cache);
+        `publish_broken` tells the node which models failed to load here."""
         self.capacity_gb = capacity_gb
         self._publish = publish
         self._on_load = on_load
+        self._release = release
+        self._publish_broken = publish_broken
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._broken: dict[str, str] = {}
         # Seconds spent loading, ever: what a job's run time includes besides its work.
         self.load_seconds = 0.0
 
@@ -84,11 +91,22 @@ class ModelCache:
     def evict(self, name: str) -> None:
         if self._entries.pop(name, None) is not None:
             log.info("model %s evicted", name)
+            if self._release is not None:
+                self._release()
 
     def clear(self) -> None:
-        """Forget every model (the process's GPU memory is gone or being freed)."""
+        """Drop every model (a new pool process, or memory to recover after an OOM)."""
         self._entries.clear()
+        if self._release is not None:
+            self._release()
         self._announce()
+
+    def mark_broken(self, name: str, reason: str) -> None:
+        """A model that failed to load in this process: the node withdraws it."""
+        log.error("model %s is broken here: %s", name, reason)
+        self._broken[name] = reason
+        if self._publish_broken is not None:
+            self._publish_broken(dict(self._broken))
 
     def names(self) -> list[str]:
         """Most recently used first."""

@@ -15,6 +15,8 @@ from typing import Any
 from tasks.catalog import Catalog
 from tasks.fleet import Gpu, Offer
 
+DIFFUSION_TYPES = frozenset({"text-to-image", "image-to-image", "controlnet", "upscale"})
+
 
 @dataclass(frozen=True)
 class NodeProfile:
@@ -43,6 +45,11 @@ class NodeProfile:
                    frozenset(t for t, needs in types.items() if needs and gpu is not None),
                    frozenset(t for t, needs in types.items() if not needs), **detected)
 
+    @property
+    def serves_diffusion(self) -> bool:
+        """Whether this worker runs real models (their libraries load with its pool)."""
+        return bool(self.gpu_types & DIFFUSION_TYPES)
+
     def offer(self) -> Offer:
         """What this worker can run (the operator's labels are added where it is read)."""
         return Offer(self.machine_id, self.gpu_types, self.cpu_types,
@@ -58,6 +65,7 @@ class NodeProfile:
         return {"id": self.machine_id, "node_labels": dict(self.labels),
                 "gpus": [g.as_dict() for g in self.gpus],
                 "models_available": sorted(self.catalog.available()),
+                "models": self.catalog.describe(),
                 "models_unavailable": self.catalog.unavailable(),
                 "job_types": sorted(self.gpu_types | self.cpu_types),
                 "gpu_job_types": sorted(self.gpu_types),

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import time
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 import redis
 from celery import Task, shared_task
@@ -96,24 +99,19 @@ class JobRunner:
     def _execute(self, job: Job, token: str, keeper: LeaseKeeper) -> str:
         lifecycle = self._s.lifecycle
         started, loading = time.monotonic(), self._loading()
+        saved: list[dict[str, Any]] = []
         try:
             plan = self._s.step_inputs.prepare(job)
             if plan.skip_reason is not None:
                 return self._settled(lifecycle.skip(job.id, token, plan.skip_reason), "skipped")
             handler = self._s.registry.get(job["type"])
-            report = ProgressReporter(job.id, keeper, handler.interruptible(plan.parameters))
-            node = self._s.node
-            ctx = JobContext(
-                job_id=job.id, tenant=job["tenant"], prompt=job.get("prompt") or "",
-                parameters=plan.parameters, attempt=job["attempts"],
-                correlation_id=job.get("correlation_id", ""), artifacts=self._s.artifacts,
-                report=report, gpu=node.gpu if node else None,
-                models=self._s.models if node and node.gpu else None,
-            )
-            result = handler.run(ctx)
+            report = ProgressReporter(job.id, keeper, handler.interruptible(plan.parameters),
+                                      min_interval=0 if handler.report_every_step else 0.25)
+            result = handler.run(self._context(job, plan.parameters, report, saved))
         except LeaseLost:
-            log.warning("job %s lost its lease (taken over, or not renewed in time while "
-                        "Redis was out of reach); outcome discarded", job.id)
+            log.warning("job %s lost its lease (taken over, cancelled, or not renewed in time "
+                        "while Redis was out of reach); outcome discarded", job.id)
+            self._discard(job.id, saved)
             return "lease_lost"
         except StepStopped as exc:
             # Its workflow is compensating: what the run made so far is undone here.
@@ -135,6 +133,30 @@ class JobRunner:
             work = time.monotonic() - started - (self._loading() - loading)
             self._s.routes.record_run(job["route"], work)
         return outcome
+
+    def _context(self, job: Job, parameters: Mapping[str, Any], report: ProgressReporter,
+                 saved: list[dict[str, Any]]) -> JobContext:
+        """The job as its handler sees it; on a GPU worker, with the GPU's models."""
+        node = self._s.node
+        gpu = node.gpu if node else None
+        return JobContext(
+            job_id=job.id, tenant=job["tenant"], prompt=job.get("prompt") or "",
+            parameters=parameters, attempt=job["attempts"],
+            correlation_id=job.get("correlation_id", ""), artifacts=self._s.artifacts,
+            report=report, saved=saved, gpu=gpu, models=self._s.models if gpu else None,
+            catalog=node.catalog if node else None, queue_wait_ms=job.get("queue_wait_ms"),
+            fresh_process=lambda: self._s.machines.ask_fresh_process(self._worker_id,
+                                                                      os.getpid()))
+
+    def _discard(self, job_id: str, saved: list[dict[str, Any]]) -> None:
+        """Delete what a run whose outcome is discarded saved (best effort: a fenced run
+        may not reach Redis; the retention sweep finds what stays)."""
+        if not saved:
+            return
+        try:
+            self._s.artifacts.delete_job_artifacts(job_id, [a["id"] for a in saved])
+        except redis.RedisError:
+            log.warning("could not delete what job %s saved before it stopped", job_id)
 
     def _loading(self) -> float:
         """Seconds this process has spent loading models (none on a CPU worker)."""

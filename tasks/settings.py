@@ -105,6 +105,11 @@ class Settings:
     test_handlers: bool = field(
         default=False, metadata=_env("CHORDLINE_TEST_HANDLERS", _parse_bool)
     )
+    # The Pillow painters answer text-to-image, image-to-image and controlnet jobs on a
+    # worker only with this on (make run, the tests): a production node never paints.
+    preview_handlers: bool = field(
+        default=False, metadata=_env("CHORDLINE_PREVIEW_HANDLERS", _parse_bool)
+    )
     handler_modules: tuple[str, ...] = field(
         default=(), metadata=_env("CHORDLINE_HANDLER_MODULES", _parse_list)
     )

@@ -25,7 +25,8 @@ from tasks.statuses import CANCELLABLE, JobStatus
 JSON_FIELDS = ("parameters", "requirements", "result", "error", "depends_on", "when",
                "compensation_error")
 INT_FIELDS = ("progress", "priority", "attempts", "lost", "retries", "retry_count", "timeout",
-              "step_index", "deps_left", "completion_seq", "compensation_attempts")
+              "step_index", "deps_left", "completion_seq", "compensation_attempts",
+              "queue_wait_ms", "gpu_index")
 
 
 @dataclass(frozen=True)
@@ -223,15 +224,19 @@ class JobStore:
         return {"total": total, **by_status,
                 "by_type": {t: n for t, n in by_type.items() if n}}
 
-    def cancel(self, job_id: str, tenant: str, reason: str) -> tuple[str, str]:
-        """Cancel a pending or waiting job: ('ok'|'missing'|'conflict', status)."""
+    def cancel(self, job_id: str, tenant: str, reason: str,
+               running: bool = False) -> tuple[str, str]:
+        """Cancel a pending or waiting job (and with `running`, a running one, whose lease
+        goes: its run stops at its next progress report and its outcome is discarded):
+        ('ok'|'missing'|'conflict', status)."""
         ts = iso()
         fields = {"cancelled_at": ts, "cancel_reason": reason, "updated_at": ts,
                   "error": json.dumps({"code": "JOB_CANCELLED", "message": reason,
                                        "timestamp": ts})}
         outcome, status, _ready, _compensate = self._scripts.transition(
             keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
-            args=[",".join(CANCELLABLE), JobStatus.CANCELLED, json.dumps(fields), tenant,
+            args=[",".join(CANCELLABLE | ({JobStatus.RUNNING} if running else set())),
+                  JobStatus.CANCELLED, json.dumps(fields), tenant,
                   "", "", self._retention, "1", ""],
         )
         return outcome, status

@@ -18,6 +18,7 @@ from tasks.artifacts import ArtifactStore, artifact_id_from_url
 from tasks.dispatch import Dispatcher
 from tasks.fleet import Route, unplaceable
 from tasks.handlers.base import Handler, Requirements
+from tasks.handlers.images import ImageJob
 from tasks.handlers.registry import HandlerRegistry
 from tasks.lifecycle import Lifecycle
 from tasks.machines import MachineStore
@@ -98,13 +99,16 @@ class JobService:
             raise BrokerUnavailable(str(exc)) from exc
         return job
 
-    def cancel(self, job_id: str, tenant: str, reason: str) -> CancelResult:
+    def cancel(self, job_id: str, tenant: str, reason: str,
+               terminate: bool = False) -> CancelResult:
+        """Cancel a job that has not started; with `terminate`, a running one too: it stops
+        at its next progress report (a diffusion step), and what it made is discarded."""
         job = self.store.get(job_id, tenant)
         if job is not None and job.get("workflow_key"):
             raise StepOfWorkflow(
                 f"Job {job_id} is step {job['step_index']} of workflow {job['workflow_id']}; "
                 "cancel the workflow instead")
-        outcome, status = self.store.cancel(job_id, tenant, reason)
+        outcome, status = self.store.cancel(job_id, tenant, reason, running=terminate)
         if outcome == "missing":
             raise NotFound("JOB_NOT_FOUND", f"Job with ID {job_id} not found")
         return CancelResult(outcome == "ok", str(status))
@@ -134,15 +138,51 @@ class JobService:
             parameters = {}
         if not errors:
             errors.update(self._check_input(tenant, handler, parameters))
+        if not errors:
+            errors.update(self._resolve_model(handler, parameters))
         if errors:
             raise InvalidJob(errors)
         try:
-            requirements = handler.requirements(parameters).raised_by(
+            requirements = self._requirements(handler, parameters).raised_by(
                 request.get("requirements") or {})
         except ValueError as exc:
             raise InvalidJob({"requirements.model": [str(exc)]}) from None
         return Validated(handler, parameters, requirements,
                          route_for(handler.type, requirements.as_dict()))
+
+    def _resolve_model(self, handler: Handler,
+                       parameters: dict[str, Any]) -> dict[str, list[str]]:
+        """A job that runs a model runs one the fleet has for its type: the one it names,
+        or (an image job) the fleet's default; with none known, the image job names none
+        and a preview worker, where there is one, paints it."""
+        if "model" not in self.registry.schema(handler.type).fields:
+            return {}
+        name = parameters.get("model")
+        known = self.machines.known_models()
+        if name and name not in known:  # a node that has just come online: look again
+            known = self.machines.known_models(max_age=0)
+        if name:
+            info = known.get(name)
+            if info is None or (info["types"] and handler.type not in info["types"]):
+                have = sorted(n for n, i in known.items() if handler.type in i["types"])
+                return {"parameters.model": [
+                    f"unknown model {name} for {handler.type} jobs "
+                    f"(the fleet has: {', '.join(have) or 'none'})"]}
+        elif isinstance(handler, ImageJob):
+            parameters["model"] = default_model(known, handler.type)
+        return {}
+
+    def _requirements(self, handler: Handler, parameters: Mapping[str, Any]) -> Requirements:
+        """The handler's estimate, or with a known model, the model's own memory (a
+        ControlNet's with its base's)."""
+        requirements = handler.requirements(parameters)
+        known = self.machines.known_models()
+        model = known.get(parameters.get("model") or "")
+        if not isinstance(handler, ImageJob) or not model or not model.get("vram_gb"):
+            return requirements
+        base = known.get(model.get("base") or "") or {}
+        vram = model["vram_gb"] + (base.get("vram_gb") or 0)
+        return requirements.for_model(handler.base_gpu_memory, vram)
 
     def _check_workflow(self, tenant: str, request: Mapping[str, Any]) -> None:
         """A job may name a workflow it belongs with, but not join its compiled DAG."""
@@ -171,6 +211,14 @@ class JobService:
             return {"parameters": [
                 f"the output would be {width}x{height}; sides must be at most {limit} pixels"]}
         return {}
+
+
+def default_model(known: Mapping[str, Mapping[str, Any]], job_type: str) -> str | None:
+    """The fleet's default model for a type: one a catalog marks default, else the first
+    by name."""
+    serving = sorted((not info.get("default"), name) for name, info in known.items()
+                     if job_type in info["types"])
+    return serving[0][1] if serving else None
 
 
 def _prefixed(prefix: str, messages: Any) -> dict[str, list[str]]:

@@ -125,8 +125,6 @@ class WorkflowService:
             raise NotFound("WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
         if result.outcome == "conflict":
             raise NotCancellable(result.status)
-        if result.stopped:
-            self.celery.control.revoke(result.stopped, terminate=True, signal="SIGTERM")
         if result.compensate:
             self.dispatcher.compensate(result.compensate)
         return CancelSummary(result.status, result.cancelled, result.total, result.stopped)

@@ -73,6 +73,7 @@ def settings_env(redis_url: str, artifact_dir: Path, **extra: str) -> dict[str, 
         "CHORDLINE_API_KEYS": "key-tenant-a=tenant-a,key-tenant-b=tenant-b,"
                               "key-stats-only=stats,key-operator=*",
         "CHORDLINE_TEST_HANDLERS": "1",
+        "CHORDLINE_PREVIEW_HANDLERS": "1",
         "CHORDLINE_ARTIFACT_DIR": str(artifact_dir),
         "CHORDLINE_LEASE_SECONDS": "3",
         "CHORDLINE_REAPER_INTERVAL": "0.5",

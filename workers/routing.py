@@ -16,6 +16,8 @@ leases, the reaper and the outboxes hold on every route exactly as on one queue.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from dataclasses import replace
 from typing import Any
@@ -29,8 +31,9 @@ from celery.worker.request import Request
 from tasks.clock import now_ms
 from tasks.dispatch import REFRESH_ROUTES, RUN_JOB, RUN_STEP
 from tasks.fleet import Offer, Route
+from tasks.machines import OwnState
 from tasks.node import NodeProfile
-from tasks.placement import LoadedModel, Slot, pull_order
+from tasks.placement import Slot, pull_order
 from tasks.services import Services
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ class QueueRouting:
         self._profile = profile
         self._hostname: str = consumer.hostname
         self._fleet: tuple[float, list[Slot]] = (0.0, [])
+        self._own = OwnState()
         # Only a GPU slot's order depends on the jobs it runs (the models it holds).
         self.after_each_job = profile.gpu is not None
 
@@ -69,17 +73,42 @@ class QueueRouting:
         operator_labels, draining = self._s.machines.operator_state(self._profile.machine_id)
         if draining:
             return []
+        if self.after_each_job:  # fresh: what its pool process holds changes with every job
+            self._own = self._s.machines.own_state(self._hostname)
+            self._withdraw(self._own.broken)
         offer = replace(self._profile.offer(),
                         labels={**self._profile.labels, **operator_labels})
         routes = {q: r for q, r in self._s.routes.registered().items() if offer.accepts(r)}
         return [self._s.settings.queue, *self._order(offer, routes)]
+
+    def _withdraw(self, broken: dict[str, str]) -> None:
+        """Models that failed to load here leave this node's offer (and its record)."""
+        catalog = self._profile.catalog
+        for name, reason in broken.items():
+            model = catalog.models.get(name)
+            if model is not None and not model.unavailable:
+                catalog.mark_unavailable(name, reason)
+                log.error("model %s withdrawn from this node: %s", name, reason)
+
+    def take_fresh_process(self) -> int | None:
+        """The pool process that asked to be replaced (its GPU memory did not come back)."""
+        pid, self._own = self._own.fresh_process, replace(self._own, fresh_process=None)
+        if pid is not None:
+            self._s.machines.forget_fresh_process(self._hostname)
+        return pid
+
+    def replace_pool_process(self, pid: int) -> None:
+        """Stop an idle pool process; the pool starts a fresh one (a new CUDA context)."""
+        if pid in (self._consumer.pool.info or {}).get("processes", []):
+            log.warning("replacing pool process %d: its GPU memory did not come back", pid)
+            os.kill(pid, signal.SIGTERM)
 
     def _order(self, offer: Offer, routes: dict[str, Route]) -> list[str]:
         if not self.after_each_job:
             # A CPU worker loads nothing: every route is free, and its transport takes
             # them in turns (round robin), so none starves another.
             return sorted(routes)
-        own = self._own_models()  # fresh: they change with every job this slot runs
+        own = self._own.models
         fleet = [replace(s, models=own) if s.hostname == self._hostname else s
                  for s in self._fleet_view()]
         me = Slot(self._hostname, offer, own, busy=bool(worker_state.active_requests))
@@ -94,10 +123,6 @@ class QueueRouting:
             fleet = self._s.machines.slots()
             self._fleet = (time.monotonic(), fleet)
         return fleet
-
-    def _own_models(self) -> tuple[LoadedModel, ...]:
-        return tuple(LoadedModel(m["name"], float(m["vram_gb"]))
-                     for m in self._s.machines.models_of(self._hostname))
 
     def _apply(self, desired: list[str]) -> None:
         current = [q.name for q in self._consumer.task_consumer.queues]
@@ -145,12 +170,17 @@ class RoutingStep(bootsteps.StartStopStep):
 
 class RoutedRequest(Request):
     """A job's request: its GPU slot looks at the routes again before the message is
-    acknowledged, so the next one it pulls is chosen with the models it now holds."""
+    acknowledged, so the next one it pulls is chosen with the models it now holds, and
+    replaces a pool process that asked for it while it is idle."""
 
     def acknowledge(self) -> None:
+        stale = None
         if _current is not None and _current.after_each_job:
             _current.refresh()
+            stale = _current.take_fresh_process()
         super().acknowledge()
+        if stale is not None and _current is not None:
+            _current.replace_pool_process(stale)
 
 
 @control_command(name=REFRESH_ROUTES)

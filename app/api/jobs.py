@@ -58,10 +58,12 @@ def events(job_id: str) -> dict[str, Any]:
 
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str) -> dict[str, Any]:
-    """Cancel a job that has not started; a running or finished job answers 409."""
+    """Cancel a job that has not started (or, with `terminate`, a running one); a
+    finished job answers 409."""
     body = json_body(JOB_CANCEL, "INVALID_REQUEST", "Cancel", optional=True)
     try:
-        result = current_services().jobs.cancel(job_id, current_tenant(), body["reason"])
+        result = current_services().jobs.cancel(job_id, current_tenant(), body["reason"],
+                                                body["terminate"])
     except NotFound as exc:
         raise ApiError(404, exc.code, exc.message) from None
     except StepOfWorkflow as exc:

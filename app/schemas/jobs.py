@@ -65,6 +65,8 @@ class JobSubmitSchema(JobFields):
 class JobCancelSchema(Schema):
     reason = fields.String(load_default="User requested cancellation",
                            validate=validate.Length(max=500))
+    # Also a running job: it stops at its next progress report.
+    terminate = fields.Boolean(load_default=False)
 
 
 class JobListQuery(Schema):
@@ -108,6 +110,8 @@ class JobSchema(Schema):
     waiting_reason = fields.String(dump_default=None)
     gpu_index = fields.Integer(dump_default=None)
     gpu_name = fields.String(dump_default=None)
+    # Milliseconds from becoming pending to being claimed, for the latest run.
+    queue_wait_ms = fields.Integer(dump_default=None)
 
 
 JOB_SUBMIT = JobSubmitSchema()

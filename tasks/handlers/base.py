@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -11,6 +12,7 @@ from marshmallow import Schema
 from PIL import Image
 
 from tasks.artifacts import ArtifactStore, artifact_id_from_url
+from tasks.catalog import Catalog
 from tasks.fleet import Gpu
 from tasks.models import ModelCache
 
@@ -43,6 +45,11 @@ class Requirements:
         if self.labels:
             data["labels"] = dict(self.labels)
         return data
+
+    def for_model(self, base_gb: int, vram_gb: float) -> Requirements:
+        """With a known model: its memory replaces the type's estimate (`base_gb`); what
+        quality and batches add stays."""
+        return replace(self, gpu_memory=self.gpu_memory - base_gb + math.ceil(vram_gb))
 
     def raised_by(self, request: Mapping[str, Any]) -> Requirements:
         """These requirements with a submission's `requirements` object applied: it may
@@ -91,9 +98,15 @@ class JobContext:
     artifacts: ArtifactStore
     report: Callable[[int], None]
     saved: list[dict[str, Any]] = field(default_factory=list)
-    # The GPU this run is pinned to and the models it keeps warm (None on a CPU worker).
+    # The GPU this run is pinned to, the models it keeps warm and the node's model
+    # catalog (None on a CPU worker).
     gpu: Gpu | None = None
     models: ModelCache | None = None
+    catalog: Catalog | None = None
+    # How long the job waited in its queue before this run claimed it.
+    queue_wait_ms: int | None = None
+    # Ask for a fresh pool process once this job ends (its GPU memory did not come back).
+    fresh_process: Callable[[], None] | None = None
 
     def progress(self, percent: float) -> None:
         """Report progress (0-100); raises LeaseLost if this run was superseded."""
@@ -144,6 +157,8 @@ class Handler(ABC):
     # A handler that runs on a GPU is served only by GPU workers, and only where the
     # job's requirements (memory, model) fit; one that needs none runs anywhere.
     uses_gpu: ClassVar[bool] = False
+    # Report every progress step (a diffusion step), not at most four times a second.
+    report_every_step: ClassVar[bool] = False
 
     @abstractmethod
     def parameters(self, limits: Limits) -> Schema:

@@ -1,17 +1,24 @@
-"""The built-in generation handlers, real and deterministic, on the CPU with Pillow."""
+"""The four image job types: their parameters, requirements and output sizes.
+
+These classes define a type; a backend runs it: the diffusers pipelines of a GPU
+node (tasks/handlers/diffusion.py), or the Pillow preview painters
+(tasks/handlers/preview.py), which a node offers only when told to. Every process
+validates with the same definitions, so the API never needs torch.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from PIL import Image, ImageFilter, ImageOps
 
 from tasks.artifacts import artifact_id_from_url
-from tasks.handlers.base import Handler, JobContext, Limits
-from tasks.handlers.render import paint
+from tasks.fleet import MODEL_NAME
+from tasks.handlers.base import Handler, JobContext, Limits, Requirements
 
 MAX_SEED = 2**32 - 1
 
@@ -32,6 +39,12 @@ def _side(limits: Limits, default: int | None) -> fields.Integer:
         load_default=default, validate=validate.Range(64, limits.max_image_side))
 
 
+def _model() -> fields.String:
+    """The catalog model to run; left out, the fleet's default for the type."""
+    return fields.String(load_default=None, allow_none=True, validate=validate.Regexp(
+        MODEL_NAME, error="must be a model name (1-100 letters, digits, . _ -)"))
+
+
 def _sampling(limits: Limits) -> dict[str, fields.Field]:
     """Parameters every diffusion-style handler takes."""
     return {
@@ -41,7 +54,7 @@ def _sampling(limits: Limits) -> dict[str, fields.Field]:
         "negative_prompt": fields.String(
             load_default="", validate=validate.Length(max=limits.max_prompt_length)),
         "high_quality": fields.Boolean(load_default=False),
-        "model": fields.String(validate=validate.Length(max=200)),
+        "model": _model(),
     }
 
 
@@ -58,9 +71,27 @@ class MultipleOf8(Schema):
                 raise ValidationError("must be a multiple of 8", field_name=name)
 
 
-class TextToImage(Handler):
-    """Paint an image from a prompt and a seed."""
+class ImageJob(Handler):
+    """A job that runs a model (named in `parameters.model`) and saves images."""
 
+    backend = ""
+
+    def requirements(self, params: Mapping[str, Any]) -> Requirements:
+        """The seed's estimate, and the model it runs: only a node that has it takes it."""
+        return replace(super().requirements(params), model=params.get("model") or "")
+
+    def result(self, ctx: JobContext, **extra: Any) -> dict[str, Any]:
+        """What every image job answers: its images and which backend made them."""
+        return {"artifacts": ctx.saved, "backend": self.backend, **extra}
+
+    @staticmethod
+    def output_size(params: Mapping[str, Any], source: Image.Image) -> tuple[int, int]:
+        """The requested size, or the input's rounded down to multiples of 8."""
+        return (params.get("width") or max(64, source.width // 8 * 8),
+                params.get("height") or max(64, source.height // 8 * 8))
+
+
+class TextToImage(ImageJob):
     type = "text-to-image"
     prompt_required = True
     base_gpu_memory = 8
@@ -73,22 +104,9 @@ class TextToImage(Handler):
             **_sampling(limits),
         }, name="TextToImageParameters")()
 
-    def run(self, ctx: JobContext) -> dict[str, Any]:
-        p = ctx.parameters
-        batch = p["batch_size"]
-        for i in range(batch):
-            done = i * 100
 
-            def report(pct: float, done: int = done) -> None:
-                ctx.progress((done + pct) / batch)
-
-            image = paint(ctx.prompt, p["seed"] + i, p["width"], p["height"], p["steps"], report)
-            ctx.save(image)
-        return {"artifacts": ctx.saved, "seed": p["seed"]}
-
-
-class ImageToImage(Handler):
-    """Repaint an input image towards a prompt; `strength` sets how far."""
+class ImageToImage(ImageJob):
+    """`strength` sets how far the input image is repainted towards the prompt."""
 
     type = "image-to-image"
 
@@ -99,18 +117,9 @@ class ImageToImage(Handler):
             **_sampling(limits),
         }, name="ImageToImageParameters")()
 
-    def run(self, ctx: JobContext) -> dict[str, Any]:
-        p = ctx.parameters
-        source = ctx.input_image()
-        size = (p.get("width") or source.width, p.get("height") or source.height)
-        source = source.resize(size, Image.Resampling.LANCZOS)
-        painted = paint(ctx.prompt, p["seed"], size[0], size[1], p["steps"], ctx.progress)
-        ctx.save(Image.blend(source, painted, p["strength"]))
-        return {"artifacts": ctx.saved, "seed": p["seed"]}
 
-
-class ControlNet(Handler):
-    """Paint a prompt guided by the structure (edges or depth) of a control image."""
+class ControlNet(ImageJob):
+    """A prompt painted along the structure (edges, depth, scribble) of a control image."""
 
     type = "controlnet"
     base_gpu_memory = 16
@@ -124,19 +133,9 @@ class ControlNet(Handler):
             **_sampling(limits),
         }, name="ControlNetParameters")()
 
-    def run(self, ctx: JobContext) -> dict[str, Any]:
-        p = ctx.parameters
-        control = self._control_map(ctx.input_image(), p["controlnet_type"])
-        ctx.progress(10)
-        painted = paint(ctx.prompt, p["seed"], control.width, control.height, p["steps"],
-                        lambda pct: ctx.progress(10 + pct * 0.9))
-        strength = min(255, int(255 * p["conditioning_scale"] / 2))
-        mask = control.point(lambda v: min(255, v * strength // 128))
-        ctx.save(Image.composite(ImageOps.invert(painted), painted, mask))
-        return {"artifacts": ctx.saved, "seed": p["seed"]}
-
     @staticmethod
-    def _control_map(image: Image.Image, kind: str) -> Image.Image:
+    def control_map(image: Image.Image, kind: str) -> Image.Image:
+        """The control image: Canny-like edges, a blurred depth stand-in, or thick strokes."""
         grey = image.convert("L")
         if kind == "depth":
             return ImageOps.autocontrast(grey.filter(ImageFilter.GaussianBlur(4)))
@@ -144,8 +143,9 @@ class ControlNet(Handler):
         return edges.filter(ImageFilter.MaxFilter(5)) if kind == "scribble" else edges
 
 
-class Upscale(Handler):
-    """Enlarge an image by `scale_factor` with a Lanczos filter."""
+class Upscale(ImageJob):
+    """Enlarge an image by `scale_factor`: a catalog upscaler where the fleet has one,
+    else Lanczos."""
 
     type = "upscale"
     base_gpu_memory = 12
@@ -155,20 +155,18 @@ class Upscale(Handler):
         return Schema.from_dict({
             **_input(limits),
             "scale_factor": fields.Float(load_default=2.0, validate=validate.Range(1, 4)),
+            "model": _model(),
+            "seed": fields.Integer(load_default=_random_seed, validate=validate.Range(0, MAX_SEED)),
+            "steps": fields.Integer(load_default=20, validate=validate.Range(1, 150)),
         }, name="UpscaleParameters")()
 
     def input_size(self, params: Mapping[str, Any], size: tuple[int, int]) -> tuple[int, int]:
         factor = params["scale_factor"]
         return round(size[0] * factor), round(size[1] * factor)
 
-    def run(self, ctx: JobContext) -> dict[str, Any]:
-        source = ctx.input_image()
-        ctx.progress(10)
+    def finish(self, ctx: JobContext, image: Image.Image, source: Image.Image) -> None:
+        """Resize to exactly the requested factor (an upscaler's own is fixed) and save."""
         size = self.input_size(ctx.parameters, source.size)
-        result = source.resize(size, Image.Resampling.LANCZOS)
-        ctx.progress(90)
-        ctx.save(result.filter(ImageFilter.UnsharpMask(radius=1, percent=60)))
-        return {"artifacts": ctx.saved, "scale_factor": ctx.parameters["scale_factor"]}
-
-
-BUILTIN: tuple[type[Handler], ...] = (TextToImage, ImageToImage, ControlNet, Upscale)
+        if image.size != size:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        ctx.save(image.filter(ImageFilter.UnsharpMask(radius=1, percent=60)))

@@ -38,6 +38,10 @@ class HandlerRegistry:
         except KeyError:
             raise UnknownJobType(job_type) from None
 
+    def unregister(self, job_type: str) -> None:
+        self._handlers.pop(job_type, None)
+        self._schemas.pop(job_type, None)
+
     def schema(self, job_type: str) -> Schema:
         return self._schemas[job_type]
 
@@ -50,7 +54,9 @@ class HandlerRegistry:
 
 def build_registry(limits: Limits, *, test_handlers: bool,
                    modules: Iterable[str] = ()) -> HandlerRegistry:
-    from tasks.handlers.images import BUILTIN
+    """Every type this deployment knows (the API validates with these), with the
+    built-in backends a worker may then narrow down with `serve`."""
+    from tasks.handlers.preview import BUILTIN
     from tasks.handlers.testing import TEST_HANDLERS
 
     registry = HandlerRegistry(limits)
@@ -61,3 +67,21 @@ def build_registry(limits: Limits, *, test_handlers: bool,
     for name in modules:
         importlib.import_module(name).register(registry)
     return registry
+
+
+def serve(registry: HandlerRegistry, *, preview: bool, diffusion: Iterable[str]) -> None:
+    """Narrow a worker's registry to what it runs: diffusers for the `diffusion` types (a
+    GPU slot whose catalog has models for them), the preview painters elsewhere only with
+    `preview`. A type a plugin took over stays the plugin's."""
+    from tasks.handlers.diffusion import DIFFUSERS
+    from tasks.handlers.preview import BUILTIN, PREVIEW
+
+    models = set(diffusion)
+    for job_type in registry.types():
+        current = type(registry.get(job_type))
+        if current not in BUILTIN:
+            continue
+        if job_type in models:
+            registry.register(DIFFUSERS[job_type]())
+        elif current in PREVIEW and not preview:
+            registry.unregister(job_type)

@@ -1,5 +1,5 @@
 -- Cancel a workflow: no step that has not started will start; with `terminate`,
--- running steps lose their leases too (the caller revokes them). With
+-- running steps lose their leases too (each stops at its next progress report). With
 -- `compensate`, a workflow that did some work begins its saga instead (running
 -- steps are asked to stop) and ends compensated rather than cancelled.
 -- KEYS[1] workflow hash, KEYS[2] leases

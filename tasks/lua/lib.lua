@@ -95,6 +95,10 @@ local function track_route(job_key, id, old, new_status)
   if not route then return end
   local pending = redis.call('HGET', job_key, 'route_pending_key')
   if old == 'pending' then
+    if new_status == 'running' then
+      local since = redis.call('ZSCORE', pending, id)
+      if since then redis.call('HSET', job_key, 'queue_wait_ms', now_ms() - tonumber(since)) end
+    end
     redis.call('ZREM', pending, id)
     redis.call('HDEL', job_key, 'waiting_reason')
   end

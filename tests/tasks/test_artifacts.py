@@ -9,7 +9,7 @@ from PIL import Image
 
 from tasks.artifacts import ArtifactStore
 from tasks.handlers.base import CompensationContext
-from tasks.handlers.images import TextToImage
+from tasks.handlers.preview import PreviewTextToImage as TextToImage
 
 
 def test_the_default_compensation_deletes_a_steps_images_once(

@@ -32,8 +32,9 @@ def test_queue_names_are_readable_unique_and_free_of_the_priority_separator() ->
     (Route("simulate", 8, "flux"), None),
     (Route("simulate", 8, "", (("zone", "us"),)), "lacks labels zone=us"),
     (Route("upscale", 8), "does not serve upscale jobs"),
-    # a type served without a GPU ignores memory and model: only labels bind
-    (Route("echo", 500, "sd3"), None),
+    # a type served without a GPU ignores memory; a named model and labels still bind
+    (Route("echo", 500), None),
+    (Route("echo", 4, "sd3"), "does not have model sd3"),
 ])
 def test_an_offer_accepts_only_routes_it_can_run(route: Route, refusal: str | None) -> None:
     assert GPU.refusal(route) == refusal
@@ -60,7 +61,9 @@ def test_a_draining_offer_accepts_nothing() -> None:
     (Route("echo", 4), [], "no machine is online"),
     (Route("simulate", 8, "sdxl"), [CPU, replace(GPU, draining=True)],
      "every online machine that could run it is draining"),
-    (Route("text-to-image", 80, "sdxl"), [GPU, CPU], None),
+    (Route("text-to-image", 80), [GPU, CPU], None),
+    (Route("text-to-image", 8, "sdxl"), [GPU, CPU], "no online machine with 8 GB of GPU "
+                                                    "memory has model sdxl"),
     (Route("simulate", 20, "sdxl"), [CPU, GPU], None),
 ])
 def test_the_reason_a_job_waits_names_what_is_missing(

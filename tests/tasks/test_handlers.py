@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from tasks.dispatch import broker_priority
-from tasks.handlers.base import Limits
-from tasks.handlers.images import TextToImage, Upscale
+from tasks.handlers.base import Limits, Requirements
+from tasks.handlers.preview import LanczosUpscale as Upscale
+from tasks.handlers.preview import PreviewTextToImage as TextToImage
 from tasks.handlers.registry import build_registry
 from tasks.handlers.render import paint
 
@@ -79,3 +80,14 @@ def test_upscale_output_size_follows_the_factor() -> None:
     params = handler.parameters(LIMITS).load({"image_url": "/api/artifacts/" + "a" * 32,
                                               "scale_factor": 2.5})
     assert handler.input_size(params, (100, 40)) == (250, 100)
+
+
+def test_a_submission_raises_requirements_and_never_contradicts_the_handlers_model() -> None:
+    own = Requirements(10, "simulate", ["simulate"], model="a")
+    raised = own.raised_by({"gpu_memory": 24, "labels": {"zone": "eu"}})
+    assert (raised.gpu_memory, raised.model, dict(raised.labels)) == (24, "a", {"zone": "eu"})
+    assert own.raised_by({"gpu_memory": 2}).gpu_memory == 10
+    with pytest.raises(ValueError, match="names model b, but the job runs model a"):
+        own.raised_by({"model": "b"})
+    # a known model's memory replaces the type's estimate; quality and batches still add
+    assert Requirements(12, "sd", ["text-to-image"]).for_model(8, 2.5).gpu_memory == 7

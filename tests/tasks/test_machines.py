@@ -83,7 +83,7 @@ def test_the_machine_view_has_its_gpus_models_and_running_jobs(
     # a declared GPU has no driver readings: memory and load are accounted
     assert gpu["memory_free_mb"] == 14 * 1024 and gpu["utilization"] == 100
     assert gpu["models_loaded"] == ["sdxl"] and gpu["running_jobs"] == ["j1"]
-    assert store.get("j1")["gpu_index"] == "0"  # type: ignore[index]
+    assert store.get("j1")["gpu_index"] == 0  # type: ignore[index]
 
 
 def test_drain_and_resume_survive_a_restart_and_say_so(client: redis.Redis) -> None:

@@ -47,20 +47,33 @@ def test_a_model_larger_than_the_gpu_is_refused_and_a_failed_load_leaves_nothing
 def test_a_catalog_marks_broken_entries_unavailable_and_keeps_the_rest(tmp_path: Path) -> None:
     good = tmp_path / "sd15"
     good.mkdir()
-    (good / "model_index.json").write_text("{}")
+    (good / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    (good / "unet.safetensors").write_bytes(b"\0" * 4096)
     (tmp_path / "empty").mkdir()
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model_index.json").write_text("{not json")
     path = tmp_path / "models.json"
     path.write_text(json.dumps({"models": [
         {"name": "sd15", "path": "sd15", "types": ["text-to-image"], "vram_gb": 6},
         {"name": "gone", "path": "/nowhere/at/all"},
         {"name": "empty", "path": "empty"},
-        {"name": "canny", "path": "sd15", "base": "sdxl"},
+        {"name": "canny", "path": "sd15", "types": ["controlnet"], "base": "sdxl"},
+        {"name": "corrupt", "path": "corrupt"},
+        {"name": "sd15-big", "path": "sd15", "types": ["text-to-image"], "default": True},
+        {"name": "untyped", "path": "sd15"},
         {"name": "sim-a", "vram_gb": 10},
     ]}))
     catalog = Catalog.load(str(path))
     assert catalog.available() == {"sd15": frozenset({"text-to-image"}),
+                                   "sd15-big": frozenset({"text-to-image"}),
                                    "sim-a": frozenset()}
+    assert catalog.models["sd15-big"].vram_gb == 1, "estimated from its (tiny) weights"
+    assert catalog.default_for("text-to-image").name == "sd15-big"  # type: ignore[union-attr]
+    assert catalog.default_for("upscale") is None
+    assert catalog.unavailable()["untyped"] == "it lists no types (the job types it serves)"
     reasons = catalog.unavailable()
+    assert "corrupt/model_index.json is not valid JSON" in reasons["corrupt"]
     assert reasons["gone"] == "/nowhere/at/all is not a directory"
     assert "has no model_index.json or config.json" in reasons["empty"]
     assert reasons["canny"] == "its base 'sdxl' is not in the catalog"
