@@ -31,11 +31,13 @@ lint: install
 	$(BIN)/ruff check app tasks workers tests benchmarks
 	$(BIN)/mypy
 
-# Fleet routing beside one plain Celery queue (about two minutes), workflow makespan
-# beside raw Celery (about two minutes), then event latency to 1,000 WebSocket clients
-# beside raw Redis pub/sub (about one minute).
+# Fleet routing beside one plain Celery queue (about two minutes), the diffusion
+# overhead beside the bare pipeline (under a minute), workflow makespan beside raw Celery
+# (about two minutes), then event latency to 1,000 WebSocket clients beside raw Redis
+# pub/sub (about one minute).
 bench: install
 	$(BIN)/python -m benchmarks.fleet_routing
+	$(BIN)/python -m benchmarks.diffusion_overhead
 	$(BIN)/python -m benchmarks.workflow_makespan
 	$(BIN)/python -m benchmarks.event_latency
 
