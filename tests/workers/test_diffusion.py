@@ -64,6 +64,9 @@ def studio(tmp_path_factory: pytest.TempPathFactory,
     broken = models / "broken"
     broken.mkdir()
     (broken / "model_index.json").write_text("{truncated")
+    rotten = tiny_models.stable_diffusion(models / "rotten")  # looks fine; its weights are not
+    for weights in rotten.glob("unet/*.safetensors"):
+        weights.write_bytes(weights.read_bytes()[:100])
     catalog = tiny_models.catalog(models / "catalog.json", {
         "tiny-sd": {"path": str(tiny_models.stable_diffusion(models / "sd")), "vram_gb": 2,
                     "types": ["text-to-image", "image-to-image"], "default": True},
@@ -72,6 +75,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory,
         "tiny-x4": {"path": str(tiny_models.upscaler(models / "x4")), "vram_gb": 1,
                     "types": ["upscale"]},
         "broken": {"path": str(broken), "types": ["text-to-image"]},
+        "rotten": {"path": str(rotten), "types": ["text-to-image"], "vram_gb": 2},
     })
     env = settings_env(fresh_database(redis_server.url), tmp_path_factory.mktemp("artifacts"))
     app = create_app(overrides_from_env(env))
@@ -174,11 +178,32 @@ def test_a_broken_catalog_entry_is_reported_and_the_rest_still_runs(studio: Stud
     operator = Api(studio.api.base_url, "key-operator")
     machine = operator.request("GET", "/api/machines/studio").json()["machine"]
     assert "broken/model_index.json is not valid JSON" in machine["models_unavailable"]["broken"]
-    assert set(machine["models_available"]) == {"tiny-sd", "tiny-canny", "tiny-x4"}
+    assert {"tiny-sd", "tiny-canny", "tiny-x4"} <= set(machine["models_available"])
     refused = studio.api.submit(text_to_image(model="broken"))
     assert refused.status_code == 400
     assert "unknown model broken for text-to-image jobs" in refused.json()["error"]["message"]
     assert "model broken is unavailable on this node" in studio.log.read_text()
+
+
+def test_a_model_that_fails_to_load_is_withdrawn_from_the_node(studio: Studio) -> None:
+    # Given a catalog model whose directory looked right but whose weights are cut short
+    api, operator = studio.api, Api(studio.api.base_url, "key-operator")
+    job_id = api.submit_ok({**text_to_image(model="rotten"), "retries": 1})
+    # Then its first run fails to load it, the node withdraws it with the reason, and the
+    # retry waits for a machine that has it rather than failing the same way
+    wait_for(lambda: "rotten" in operator.request("GET", "/api/machines/studio").json()[
+        "machine"]["models_unavailable"], 30, message="the model to be withdrawn")
+    machine = operator.request("GET", "/api/machines/studio").json()["machine"]
+    assert "does not load on this node" in machine["models_unavailable"]["rotten"]
+    assert "rotten" not in machine["models_available"]
+    job = wait_for(lambda: (j := api.job(job_id))["waiting_reason"] and j, 30,
+                   message="the retry to wait for a machine")
+    assert job["status"] == "pending" and "has model rotten" in job["waiting_reason"]
+    retry = next(e for e in studio.events(job_id) if e["type"] == EventType.JOB_RETRYING)
+    assert retry["data"]["error"]["code"] == "MODEL_UNAVAILABLE"
+    api.request("POST", f"/api/jobs/{job_id}/cancel")
+    # and the node goes on with its other models
+    assert api.wait(api.submit_ok(text_to_image(seed=9)), timeout=60)["status"] == "completed"
 
 
 def test_out_of_memory_is_retried_then_fails_and_the_node_recovers(studio: Studio) -> None:
