@@ -27,7 +27,8 @@ LEFT_OVER_BYTES = 256 << 20
 
 def preload() -> None:
     """Import torch and diffusers now (seconds), not in each pool process or under a job's
-    lease. Importing creates no CUDA context, so processes forked after it can use CUDA."""
+    lease. Importing creates no CUDA context and starts no OpenMP threads, so processes
+    forked after it can use both; running a tensor operation here would not be safe."""
     import diffusers  # noqa: F401
     import torch  # noqa: F401
 
