@@ -26,8 +26,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "socket_connect_timeout": min(settings.redis_timeout, 2.0),
     }
     if settings.broker_is_redis:
+        # An idle worker's read of its queues (BRPOP) lasts this long: a queue it starts to
+        # consume (a new route, a resume) is read at the latest this much later.
         transport |= {"queue_order_strategy": "priority", "priority_steps": list(range(10)),
-                      "sep": ":"}
+                      "sep": ":", "polling_interval": 0.25}
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.redis_url,
