@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -81,12 +82,11 @@ class Catalog:
         return model if model and not model.unavailable and model.serves(job_type) else None
 
     def default_for(self, job_type: str) -> CatalogModel | None:
-        """The model a job of this type runs when it names none: one marked default,
-        else the first by name (models with files only)."""
-        usable = sorted((m for m in self.models.values()
-                         if not m.unavailable and m.path and job_type in m.types),
-                        key=lambda m: (not m.default, m.name))
-        return usable[0] if usable else None
+        """The model this node runs for a job of this type that names none (models with
+        files only)."""
+        name = default_model({n: d for n, d in self.describe().items() if self.models[n].path},
+                             job_type)
+        return self.models[name] if name else None
 
     def describe(self) -> dict[str, dict[str, Any]]:
         return {m.name: m.describe() for m in self.models.values() if not m.unavailable}
@@ -132,6 +132,15 @@ class Catalog:
                 entry["name"], path, tuple(entry["types"]), vram, entry["base"],
                 entry["default"], reason)
         return cls(models)
+
+
+def default_model(models: Mapping[str, Mapping[str, Any]], job_type: str) -> str | None:
+    """Which of these models (name -> what `describe` says) runs a job of this type that
+    names none: one marked default, else the first by name. The API applies it to the
+    fleet's models, a node to its own."""
+    serving = sorted((not info.get("default"), name) for name, info in models.items()
+                     if job_type in info["types"])
+    return serving[0][1] if serving else None
 
 
 def estimate_vram_gb(path: str) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -32,13 +32,21 @@ UPDATE_INTERVAL_MS = 5000
 
 @dataclass(frozen=True)
 class OwnState:
-    """A worker's own record as its pool process wrote it: the models its GPU holds (most
-    recently used first), the models that failed to load, and a pool process that asks
-    to be replaced."""
+    """What a worker reads of its own before it pulls again: its record as its pool
+    process wrote it (the models its GPU holds, most recently used first; the models that
+    failed to load; a pool process that asks to be replaced), and the operator's word on
+    its machine (labels, drain)."""
 
     models: tuple[LoadedModel, ...] = ()
     broken: dict[str, str] = field(default_factory=dict)
     fresh_process: int | None = None
+    operator_labels: dict[str, str] = field(default_factory=dict)
+    draining: bool = False
+
+
+def loaded_models(raw: str | None) -> tuple[LoadedModel, ...]:
+    """A worker record's `models_loaded` (JSON) as placement sees it."""
+    return tuple(LoadedModel(m["name"], float(m["vram_gb"])) for m in json.loads(raw or "[]"))
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,8 @@ class MachineStore:
         self._scripts = Scripts(client)
         self._liveness_ms = int(liveness_s * 1000)
         self._retention = retention_s
-        self._offers: tuple[float, list[Offer]] = (0.0, [])
-        self._known: tuple[float, dict[str, dict[str, Any]]] = (float("-inf"), {})
+        # Reads that callers may take a little stale: name -> (when read, what).
+        self._cache: dict[str, tuple[float, Any]] = {}
 
     def beat(self, hostname: str, worker: Mapping[str, Any], profile: NodeProfile,
              update: Mapping[str, Any]) -> list[str]:
@@ -101,16 +109,18 @@ class MachineStore:
         self._publish(hostname, "fresh_process", pid)
 
     def _publish(self, hostname: str, name: str, value: Any) -> None:
-        self._scripts.worker_models(keys=[keys.worker(hostname)],
+        self._scripts.worker_report(keys=[keys.worker(hostname)],
                                     args=[name, json.dumps(value)])
 
-    def own_state(self, hostname: str) -> OwnState:
-        """What a worker's pool process left in its record for the worker to act on."""
-        models, broken, fresh = cast(list[str | None], self._redis.hmget(
-            keys.worker(hostname), ["models_loaded", "models_broken", "fresh_process"]))
-        return OwnState(
-            tuple(LoadedModel(m["name"], float(m["vram_gb"])) for m in json.loads(models or "[]")),
-            json.loads(broken or "{}"), int(fresh) if fresh else None)
+    def own_state(self, hostname: str, machine_id: str) -> OwnState:
+        """A worker's own record and its machine's operator state, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(keys.worker(hostname), ["models_loaded", "models_broken", "fresh_process"])
+        pipe.hmget(keys.machine(machine_id), ["operator_labels", "drain"])
+        (models, broken, fresh), (labels, drain) = cast(list[list[str | None]], pipe.execute())
+        return OwnState(loaded_models(models), json.loads(broken or "{}"),
+                        int(fresh) if fresh else None, json.loads(labels or "{}"),
+                        drain == "1")
 
     def forget_fresh_process(self, hostname: str) -> None:
         self._redis.hdel(keys.worker(hostname), "fresh_process")
@@ -161,8 +171,13 @@ class MachineStore:
                 for h, record, jobs in zip(hostnames, replies[::2], replies[1::2], strict=True)
                 if record}
 
-    def slots(self) -> list[Slot]:
-        """Every live worker as placement sees it (operator labels and drains applied)."""
+    def slots(self, max_age: float = 0.0) -> list[Slot]:
+        """Every live worker as placement sees it (operator labels and drains applied),
+        read at most every `max_age` seconds."""
+        slots: list[Slot] = self._cached("slots", max_age, self._read_slots)
+        return slots
+
+    def _read_slots(self) -> list[Slot]:
         hostnames = [str(h) for h in self._redis.zrangebyscore(keys.WORKERS, self._cutoff(),
                                                                 "+inf")]
         workers = [w for w in self._workers(hostnames).values() if w.record.get("offer")]
@@ -175,27 +190,30 @@ class MachineStore:
 
     def offers(self, max_age: float = 1.0) -> list[Offer]:
         """The live workers' offers, read at most every `max_age` seconds."""
-        taken, offers = self._offers
-        if time.monotonic() - taken > max_age:
-            offers = [s.offer for s in self.slots()]
-            self._offers = (time.monotonic(), offers)
-        return offers
+        return [s.offer for s in self.slots(max_age)]
 
     def known_models(self, max_age: float = 2.0) -> dict[str, dict[str, Any]]:
         """Every model any registered machine has (name -> types, vram_gb, base, default),
         read at most every `max_age` seconds; online machines' word wins."""
-        taken, known = self._known
-        if time.monotonic() - taken <= max_age:
-            return known
+        known: dict[str, dict[str, Any]] = self._cached("models", max_age, self._read_models)
+        return known
+
+    def _read_models(self) -> dict[str, dict[str, Any]]:
         machine_ids = [str(m) for m in self._redis.zrange(keys.MACHINES, 0, -1)]
         pipe = self._redis.pipeline(transaction=False)
         for machine_id in machine_ids:
             pipe.hmget(keys.machine(machine_id), ["models", "status"])
-        known = {}
+        known: dict[str, dict[str, Any]] = {}
         for models, _status in sorted(pipe.execute(), key=lambda r: r[1] != "offline"):
             known.update(json.loads(models or "{}"))
-        self._known = (time.monotonic(), known)
         return known
+
+    def _cached(self, name: str, max_age: float, read: Callable[[], Any]) -> Any:
+        taken, value = self._cache.get(name, (float("-inf"), None))
+        if time.monotonic() - taken > max_age:
+            value = read()
+            self._cache[name] = (time.monotonic(), value)
+        return value
 
     def operator_state(self, machine_id: str) -> tuple[dict[str, str], bool]:
         """The operator's labels for a machine, and whether it is draining."""
@@ -209,8 +227,8 @@ class MachineStore:
 def _slot(worker: LiveWorker, operator_labels: str | None, drain: str | None) -> Slot:
     offer = Offer.from_dict(json.loads(worker.record["offer"]),
                             labels=json.loads(operator_labels or "{}"), draining=drain == "1")
-    models = tuple(LoadedModel(m["name"], float(m["vram_gb"])) for m in worker.models())
-    return Slot(worker.hostname, offer, models, busy=bool(worker.running_jobs))
+    return Slot(worker.hostname, offer, loaded_models(worker.record.get("models_loaded")),
+                busy=bool(worker.running_jobs))
 
 
 def _flat(record: Mapping[str, Any]) -> dict[str, Any]:

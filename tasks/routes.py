@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import cast
 
 import redis
 
 from tasks import keys
 from tasks.clock import iso
 from tasks.fleet import Offer, Route, label_pairs, unplaceable
+from tasks.handlers.base import Requirements
 from tasks.placement import Estimates, Waiting
 from tasks.scripts import Scripts
 
@@ -25,10 +26,20 @@ from tasks.scripts import Scripts
 EWMA_WEIGHT = 0.3
 
 
-def route_for(job_type: str, requirements: Mapping[str, Any]) -> Route:
+def route_for(job_type: str, requirements: Requirements) -> Route:
     """The route of a job with these (merged) requirements."""
-    return Route(job_type, int(requirements.get("gpu_memory") or 0),
-                 str(requirements.get("model") or ""), label_pairs(requirements.get("labels")))
+    return Route(job_type, requirements.gpu_memory, requirements.model,
+                 label_pairs(requirements.labels))
+
+
+def _routes(raw: Mapping[str, str]) -> dict[str, Route]:
+    return {queue: Route.from_dict(json.loads(spec)) for queue, spec in raw.items()}
+
+
+def _estimates(raw: Mapping[str, str]) -> Estimates:
+    run = {k[4:]: float(v) for k, v in raw.items() if k.startswith("run:")}
+    load = {k[5:]: float(v) for k, v in raw.items() if k.startswith("load:")}
+    return Estimates(run, load)
 
 
 def route_fields(route: Route, base_queue: str) -> dict[str, str]:
@@ -45,8 +56,15 @@ class RouteStore:
 
     def registered(self) -> dict[str, Route]:
         """Every known route, by queue."""
-        raw = cast(dict[str, str], self._redis.hgetall(keys.ROUTES))
-        return {queue: Route.from_dict(json.loads(spec)) for queue, spec in raw.items()}
+        return _routes(cast(dict[str, str], self._redis.hgetall(keys.ROUTES)))
+
+    def registered_and_estimates(self) -> tuple[dict[str, Route], Estimates]:
+        """Both, in one round trip (what a GPU slot reads before it pulls again)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.ROUTES)
+        pipe.hgetall(keys.ESTIMATES)
+        routes, estimates = cast(list[dict[str, str]], pipe.execute())
+        return _routes(routes), _estimates(estimates)
 
     def waiting(self, routes: Mapping[str, Route]) -> list[Waiting]:
         """How many jobs wait in each route, and since when the oldest (one round trip)."""
@@ -61,10 +79,7 @@ class RouteStore:
                 for q, count, oldest in zip(queues, replies[::2], replies[1::2], strict=True)]
 
     def estimates(self) -> Estimates:
-        raw = cast(dict[str, str], self._redis.hgetall(keys.ESTIMATES))
-        run = {k[4:]: float(v) for k, v in raw.items() if k.startswith("run:")}
-        load = {k[5:]: float(v) for k, v in raw.items() if k.startswith("load:")}
-        return Estimates(run, load)
+        return _estimates(cast(dict[str, str], self._redis.hgetall(keys.ESTIMATES)))
 
     def record_run(self, queue: str, seconds: float) -> None:
         self._record(f"run:{queue}", seconds)

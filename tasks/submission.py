@@ -15,6 +15,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from tasks.artifacts import ArtifactStore, artifact_id_from_url
+from tasks.catalog import default_model
 from tasks.dispatch import Dispatcher
 from tasks.fleet import Route, unplaceable
 from tasks.handlers.base import Handler, Requirements
@@ -147,8 +148,7 @@ class JobService:
                 request.get("requirements") or {})
         except ValueError as exc:
             raise InvalidJob({"requirements.model": [str(exc)]}) from None
-        return Validated(handler, parameters, requirements,
-                         route_for(handler.type, requirements.as_dict()))
+        return Validated(handler, parameters, requirements, route_for(handler.type, requirements))
 
     def _resolve_model(self, handler: Handler,
                        parameters: dict[str, Any]) -> dict[str, list[str]]:
@@ -211,14 +211,6 @@ class JobService:
             return {"parameters": [
                 f"the output would be {width}x{height}; sides must be at most {limit} pixels"]}
         return {}
-
-
-def default_model(known: Mapping[str, Mapping[str, Any]], job_type: str) -> str | None:
-    """The fleet's default model for a type: one a catalog marks default, else the first
-    by name."""
-    serving = sorted((not info.get("default"), name) for name, info in known.items()
-                     if job_type in info["types"])
-    return serving[0][1] if serving else None
 
 
 def _prefixed(prefix: str, messages: Any) -> dict[str, list[str]]:

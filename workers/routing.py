@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -33,7 +32,7 @@ from tasks.dispatch import REFRESH_ROUTES, RUN_JOB, RUN_STEP
 from tasks.fleet import Offer, Route
 from tasks.machines import OwnState
 from tasks.node import NodeProfile
-from tasks.placement import Slot, pull_order
+from tasks.placement import Estimates, Slot, pull_order
 from tasks.services import Services
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,6 @@ class QueueRouting:
         self._s = services
         self._profile = profile
         self._hostname: str = consumer.hostname
-        self._fleet: tuple[float, list[Slot]] = (0.0, [])
         self._own = OwnState()
         # Only a GPU slot's order depends on the jobs it runs (the models it holds).
         self.after_each_job = profile.gpu is not None
@@ -70,16 +68,26 @@ class QueueRouting:
             self.refresh()
 
     def _desired(self) -> list[str]:
-        operator_labels, draining = self._s.machines.operator_state(self._profile.machine_id)
+        if self.after_each_job:  # fresh: what its pool process holds changes with every job
+            self._own = self._s.machines.own_state(self._hostname, self._profile.machine_id)
+            self._withdraw(self._own.broken)
+            operator_labels, draining = self._own.operator_labels, self._own.draining
+        else:
+            operator_labels, draining = self._s.machines.operator_state(
+                self._profile.machine_id)
         if draining:
             return []
-        if self.after_each_job:  # fresh: what its pool process holds changes with every job
-            self._own = self._s.machines.own_state(self._hostname)
-            self._withdraw(self._own.broken)
         offer = replace(self._profile.offer(),
                         labels={**self._profile.labels, **operator_labels})
-        routes = {q: r for q, r in self._s.routes.registered().items() if offer.accepts(r)}
-        return [self._s.settings.queue, *self._order(offer, routes)]
+        if not self.after_each_job:
+            # A CPU worker loads nothing: every route is free, and its transport takes
+            # them in turns (round robin), so none starves another.
+            return [self._s.settings.queue,
+                    *sorted(q for q, r in self._s.routes.registered().items()
+                            if offer.accepts(r))]
+        registered, estimates = self._s.routes.registered_and_estimates()
+        routes = {q: r for q, r in registered.items() if offer.accepts(r)}
+        return [self._s.settings.queue, *self._order(offer, routes, estimates)]
 
     def _withdraw(self, broken: dict[str, str]) -> None:
         """Models that failed to load here leave this node's offer (and its record)."""
@@ -103,26 +111,15 @@ class QueueRouting:
             log.warning("replacing pool process %d: its GPU memory did not come back", pid)
             os.kill(pid, signal.SIGTERM)
 
-    def _order(self, offer: Offer, routes: dict[str, Route]) -> list[str]:
-        if not self.after_each_job:
-            # A CPU worker loads nothing: every route is free, and its transport takes
-            # them in turns (round robin), so none starves another.
-            return sorted(routes)
+    def _order(self, offer: Offer, routes: dict[str, Route], estimates: Estimates) -> list[str]:
+        """A GPU slot's pull order, from the fleet as last read (at most a routing interval
+        old) with its own models fresh."""
         own = self._own.models
         fleet = [replace(s, models=own) if s.hostname == self._hostname else s
-                 for s in self._fleet_view()]
+                 for s in self._s.machines.slots(max_age=self._s.settings.routing_interval)]
         me = Slot(self._hostname, offer, own, busy=bool(worker_state.active_requests))
-        settings = self._s.settings
-        return pull_order(me, self._s.routes.waiting(routes), fleet,
-                          self._s.routes.estimates(), now_ms(), settings.routing_max_wait)
-
-    def _fleet_view(self) -> list[Slot]:
-        """The fleet, read at most every routing interval."""
-        taken, fleet = self._fleet
-        if time.monotonic() - taken > self._s.settings.routing_interval:
-            fleet = self._s.machines.slots()
-            self._fleet = (time.monotonic(), fleet)
-        return fleet
+        return pull_order(me, self._s.routes.waiting(routes), fleet, estimates, now_ms(),
+                          self._s.settings.routing_max_wait)
 
     def _apply(self, desired: list[str]) -> None:
         current = [q.name for q in self._consumer.task_consumer.queues]

@@ -92,6 +92,8 @@ def test_drain_and_resume_survive_a_restart_and_say_so(client: redis.Redis) -> N
     assert machines.set_drain("m1", True)
     assert machines.describe("m1")["status"] == "draining"  # type: ignore[index]
     assert machines.operator_state("m1") == ({}, True)
+    own = machines.own_state("w0@m1", "m1")
+    assert (own.operator_labels, own.draining) == ({}, True)
     [slot] = machines.slots()
     assert slot.offer.draining
     # the worker restarts: the machine comes back still draining
