@@ -137,6 +137,10 @@ class MachineStore:
             keys=[keys.machine(machine_id)], args=["1" if drain else "0", iso()])
         return str(outcome) == "ok"
 
+    def live_workers(self) -> list[str]:
+        """Every worker whose heartbeat is live, fleet-wide."""
+        return [str(h) for h in self._redis.zrangebyscore(keys.WORKERS, self._cutoff(), "+inf")]
+
     def hostnames(self, machine_id: str) -> list[str]:
         """The machine's live workers."""
         return [str(h) for h in self._redis.zrangebyscore(
@@ -178,9 +182,8 @@ class MachineStore:
         return slots
 
     def _read_slots(self) -> list[Slot]:
-        hostnames = [str(h) for h in self._redis.zrangebyscore(keys.WORKERS, self._cutoff(),
-                                                                "+inf")]
-        workers = [w for w in self._workers(hostnames).values() if w.record.get("offer")]
+        workers = [w for w in self._workers(self.live_workers()).values()
+                   if w.record.get("offer")]
         pipe = self._redis.pipeline(transaction=False)
         machines = sorted({w.record["machine_id"] for w in workers})
         for machine_id in machines:

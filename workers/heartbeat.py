@@ -11,8 +11,7 @@ from typing import Any
 
 import redis
 
-from tasks import keys
-from tasks.clock import iso, now_ms
+from tasks.clock import iso
 from tasks.node import NodeProfile
 from tasks.reaper import Reaper
 from tasks.services import Services
@@ -85,14 +84,3 @@ class WorkerHeartbeat:
                     log.warning("worker heartbeat step failed", exc_info=True)
             if self._stop.wait(interval):
                 return
-
-
-def describe(services: Services) -> list[dict[str, Any]]:
-    """The workers whose heartbeat is live."""
-    client = services.redis
-    since = now_ms() - int(services.settings.liveness_seconds * 1000)
-    names = [str(n) for n in client.zrangebyscore(keys.WORKERS, since, "+inf")]
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.hgetall(keys.worker(name))
-    return [info for info in pipe.execute() if info]

@@ -10,7 +10,6 @@ from flask import Blueprint
 
 from tasks.clock import iso
 from tasks.services import current_services
-from workers.heartbeat import describe
 
 bp = Blueprint("health", __name__)
 
@@ -29,7 +28,7 @@ def health() -> tuple[dict[str, Any], int]:
     """Redis must answer; workers are reported (none online is degraded, not down)."""
     checks: dict[str, Any] = {"redis": _check_redis()}
     if checks["redis"]["status"] == "healthy":
-        workers = describe(current_services())
+        workers = current_services().machines.live_workers()
         checks["workers"] = {"status": "healthy" if workers else "degraded",
                              "online": len(workers)}
     healthy = checks["redis"]["status"] == "healthy"
