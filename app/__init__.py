@@ -13,11 +13,12 @@ from tasks.settings import Settings
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from defaults, then the environment, then `overrides` (tests win)."""
-    from app import sockets
-    from app.api import artifacts, events, health, jobs, machines, workflows
+    from app import metrics, sockets
+    from app.api import artifacts, audit, events, health, jobs, machines, overview, workflows
     from app.auth import KeyRing, init_correlation
     from app.errors import register_error_handlers
     from app.event_hub import EventHub
+    from app.sessions import ConsoleSessions
     from tasks.celery_app import celery_init_app
     from tasks.services import Services, redis_client
 
@@ -33,18 +34,23 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": settings.ws_ping_interval,
                                          "max_message_size": 64 * 1024}
     app.extensions["keyring"] = KeyRing(settings.api_keys)
+    app.extensions["console_sessions"] = ConsoleSessions(services.redis, settings)
     if not settings.api_keys:
         logging.getLogger(__name__).warning(
             "CHORDLINE_API_KEYS is empty: every API request will be refused (401)")
     register_error_handlers(app)
     init_correlation(app)
+    metrics.init_request_metrics(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp, url_prefix="/api/jobs")
     app.register_blueprint(artifacts.bp, url_prefix="/api/artifacts")
     app.register_blueprint(workflows.bp, url_prefix="/api/workflows")
     app.register_blueprint(events.bp, url_prefix="/api/events")
     app.register_blueprint(machines.bp, url_prefix="/api/machines")
+    app.register_blueprint(overview.bp, url_prefix="/api/overview")
+    app.register_blueprint(audit.bp, url_prefix="/api/audit")
     app.register_blueprint(sockets.bp)
+    app.register_blueprint(metrics.bp)
     return app
 
 

@@ -6,6 +6,9 @@ the environment like every other process setting.
 """
 
 import os
+import shutil
+import tempfile
+from typing import Any
 
 bind = os.environ.get("WEB_BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -17,3 +20,22 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# prometheus_client's multiprocess mode (app/metrics.py): each worker writes its own
+# series under this directory and a scrape of any worker sums them all. Set here,
+# before the workers start, so they inherit it; emptied at start, since an earlier
+# run's files would add up; a worker that exits is marked dead, so its gauges (open
+# WebSockets) stop counting while its counters still do.
+metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(
+    tempfile.gettempdir(), f"chordline-metrics-{os.getpid()}"))
+
+
+def on_starting(server: Any) -> None:
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, metrics_dir)

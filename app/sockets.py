@@ -17,14 +17,15 @@ import threading
 from typing import Any
 
 import redis
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, g
 from flask_sock import Sock
 from marshmallow import ValidationError
 from simple_websocket import ConnectionClosed, Server
 
-from app.auth import authenticate
+from app.auth import authenticate, check_origin
 from app.errors import flatten
 from app.event_hub import EVERYTHING, EventHub, HubUnavailable, Subscriber, Topic
+from app.metrics import WEBSOCKETS
 from app.schemas.sockets import SOCKET_MESSAGE
 from tasks.services import Services, current_services
 from tasks.settings import OPERATOR_TENANT
@@ -39,8 +40,10 @@ POLICY_VIOLATION = 1008
 
 @bp.before_request
 def authenticate_socket() -> None:
-    key = request.args.get("api_key") or request.headers.get("x-api-key")
-    g.tenant = authenticate(current_app.extensions["keyring"], key)
+    # A signed-in console's cookie works too, from this site only (browsers send
+    # cookies on a WebSocket handshake whatever page opens it).
+    if authenticate(allow_query_key=True).via == "console":
+        check_origin()
 
 
 @sock.route("/ws", bp=bp)
@@ -70,9 +73,11 @@ class SocketSession:
     def run(self) -> None:
         reader = threading.Thread(target=self._read, name="chordline-ws-reader", daemon=True)
         reader.start()
+        WEBSOCKETS.inc()
         try:
             self._write()
         finally:
+            WEBSOCKETS.dec()
             self._closed.set()
             self._hub.detach(self._sub)
 

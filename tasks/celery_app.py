@@ -18,6 +18,16 @@ TASK_LOG_FORMAT = (
 )
 
 
+# On Redis, kombu keeps one list per queue and priority step: `queue`, `queue:1` ... `queue:9`.
+PRIORITY_STEPS = range(10)
+PRIORITY_SEP = ":"
+
+
+def broker_lists(queue: str) -> list[str]:
+    """The Redis lists that hold a queue's messages, one per priority step."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Settings for long GPU tasks on an at-least-once broker."""
     transport: dict[str, Any] = {
@@ -28,8 +38,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if settings.broker_is_redis:
         # An idle worker's read of its queues (BRPOP) lasts this long: a queue it starts to
         # consume (a new route, a resume) is read at the latest this much later.
-        transport |= {"queue_order_strategy": "priority", "priority_steps": list(range(10)),
-                      "sep": ":", "polling_interval": 0.25}
+        transport |= {"queue_order_strategy": "priority", "priority_steps": list(PRIORITY_STEPS),
+                      "sep": PRIORITY_SEP, "polling_interval": 0.25}
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.redis_url,

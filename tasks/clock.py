@@ -13,3 +13,8 @@ def now_ms() -> int:
 def iso(ms: int | None = None) -> str:
     moment = datetime.now(UTC) if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(ts: str) -> int:
+    """Milliseconds since the epoch of a timestamp `iso` wrote."""
+    return round(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)

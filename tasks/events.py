@@ -112,6 +112,18 @@ class EventLog:
         return [ordered({**json.loads(fields["event"]), "id": entry_id})
                 for entry_id, fields in entries]
 
+    def newest(self, stream: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The last `limit` events of `stream`, oldest first."""
+        entries = cast(list[tuple[str, dict[str, str]]],
+                       self._redis.xrevrange(stream, count=min(limit, MAX_PAGE)))
+        return [ordered({**json.loads(fields["event"]), "id": entry_id})
+                for entry_id, fields in reversed(entries)]
+
+    def last_id(self, stream: str) -> str:
+        """The newest event's id (`0` for none): where a live feed that starts now resumes."""
+        entries = cast(list[tuple[str, Any]], self._redis.xrevrange(stream, count=1))
+        return entries[0][0] if entries else "0"
+
     def ids(self, stream: str) -> list[str]:
         entries = cast(list[tuple[str, Any]], self._redis.xrange(stream))
         return [entry_id for entry_id, _ in entries]

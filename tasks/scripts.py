@@ -8,6 +8,7 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
+from tasks import metrics
 from tasks.events import lua_prelude
 
 
@@ -22,7 +23,7 @@ class Scripts:
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self._prelude = lua_prelude(client)
+        self._prelude = lua_prelude(client) + metrics.lua_prelude()
         self._loaded: dict[str, Script] = {}
 
     def __getattr__(self, name: str) -> Script:

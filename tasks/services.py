@@ -11,6 +11,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from tasks.artifacts import ArtifactStore
+from tasks.audit import AuditLog
 from tasks.dispatch import Dispatcher
 from tasks.events import EventLog
 from tasks.handlers.base import Limits
@@ -18,8 +19,10 @@ from tasks.handlers.registry import HandlerRegistry, build_registry
 from tasks.inputs import StepInputs
 from tasks.lifecycle import LeasePolicy, Lifecycle
 from tasks.machines import MachineService, MachineStore
+from tasks.metrics import MetricsStore
 from tasks.models import ModelCache
 from tasks.node import NodeProfile
+from tasks.overview import Overview
 from tasks.routes import RouteStore
 from tasks.saga import SagaPolicy, SagaStore
 from tasks.settings import Settings
@@ -29,14 +32,15 @@ from tasks.workflow_store import WorkflowStore
 from tasks.workflows import WorkflowService
 
 
-def redis_client(settings: Settings, *, patient: bool = False) -> redis.Redis:
+def redis_client(settings: Settings, *, patient: bool = False,
+                 url: str | None = None) -> redis.Redis:
     """A pooled client; the API's fails fast (503, not a hang), a worker's rides out a restart.
 
     Only connection errors are retried: a timeout may come after a script ran.
     """
     retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), PATIENT_RETRIES if patient else 1)
     return redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_timeout=settings.redis_timeout,
+        url or settings.redis_url, decode_responses=True, socket_timeout=settings.redis_timeout,
         socket_connect_timeout=min(settings.redis_timeout, 2.0), health_check_interval=30,
         retry=retry, retry_on_error=[redis.ConnectionError],
     )
@@ -63,6 +67,9 @@ class Services:
     machines: MachineStore
     machine_service: MachineService
     routes: RouteStore
+    metrics: MetricsStore
+    audit: AuditLog
+    overview: Overview
     # Set in a worker process (workers/bootstrap.py): its node, and on a GPU worker
     # the models its GPU keeps warm.
     node: NodeProfile | None = None
@@ -91,9 +98,15 @@ class Services:
         workflows = WorkflowService(workflow_store, jobs, dispatcher, lifecycle, saga, celery,
                                     settings.max_workflow_steps)
         step_inputs = StepInputs(client, registry, settings.max_output_side)
+        routes = RouteStore(patient)
+        metrics = MetricsStore(client)
+        broker = redis_client(settings, url=settings.broker_url) if settings.broker_is_redis \
+            else None
+        overview = Overview(client, broker, settings.queue, routes, machines, metrics)
         return cls(settings, client, registry, store, lifecycle, artifacts, dispatcher, jobs,
                    workflow_store, workflows, step_inputs, EventLog(client), saga, machines,
-                   MachineService(machines, dispatcher), RouteStore(patient))
+                   MachineService(machines, dispatcher), routes, metrics,
+                   AuditLog(client, settings.audit_max_entries), overview)
 
 
 def current_services() -> Services:

@@ -20,6 +20,8 @@ from tasks.fleet import LABEL_KEY, LABEL_VALUE, MACHINE_ID
 
 ENV_PREFIX = "CHORDLINE_"
 OPERATOR_TENANT = "*"
+# A read-only operator: sees every tenant's jobs, the fleet and the console, acts on nothing.
+VIEWER = "@viewer"
 
 
 # Read by the `chordline` command-line client (app/config.py), not by the server.
@@ -48,6 +50,8 @@ def _parse_api_keys(raw: str) -> dict[str, str]:
             raise ValueError(f"expected key=tenant pairs separated by commas, got {pair!r}")
         if len(key) < 8:
             raise ValueError("every API key must be at least 8 characters long")
+        if tenant.startswith("@") and tenant != VIEWER:
+            raise ValueError(f"the only role is {VIEWER}, got {tenant!r}")
         keys[key] = tenant
     return keys
 
@@ -190,6 +194,23 @@ class Settings:
     ws_max_subscriptions: int = field(
         default=100, metadata=_env("CHORDLINE_WS_MAX_SUBSCRIPTIONS", int)
     )
+    # The operator console (/dashboard): what signs its session cookies (unset, a
+    # random secret kept in Redis, shared by every web process and kept across
+    # restarts), how long a sign-in lasts, and whether the cookie needs HTTPS.
+    secret_key: str = field(default="", metadata=_env("CHORDLINE_SECRET_KEY"))
+    console_session_seconds: int = field(
+        default=8 * 3600, metadata=_env("CHORDLINE_CONSOLE_SESSION_SECONDS", int)
+    )
+    secure_cookies: bool = field(
+        default=False, metadata=_env("CHORDLINE_SECURE_COOKIES", _parse_bool)
+    )
+    # Where each gunicorn worker keeps its own metrics for /metrics to sum
+    # (prometheus_client's multiprocess mode; app/gunicorn_conf.py sets one up).
+    prometheus_multiproc_dir: str = field(default="", metadata=_env("PROMETHEUS_MULTIPROC_DIR"))
+    # Entries the audit log keeps (oldest dropped first).
+    audit_max_entries: int = field(
+        default=100_000, metadata=_env("CHORDLINE_AUDIT_MAX_ENTRIES", int)
+    )
 
     def __post_init__(self) -> None:
         if not self.broker_url:
@@ -206,9 +227,12 @@ class Settings:
                      "max_prompt_length", "max_image_side", "max_output_side",
                      "max_workflow_steps", "event_retention", "ws_queue_size",
                      "ws_ping_interval", "ws_max_subscriptions", "compensation_backoff",
-                     "routing_interval", "routing_max_wait"):
+                     "routing_interval", "routing_max_wait", "console_session_seconds",
+                     "audit_max_entries"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_var(name)} must be positive")
+        if self.secret_key and len(self.secret_key) < 32:
+            raise ConfigError("CHORDLINE_SECRET_KEY must be at least 32 characters long")
         if not MACHINE_ID.match(self.machine_id):
             raise ConfigError("CHORDLINE_MACHINE_ID must be 1-128 letters, digits, . _ -")
         if self.gpu_index is not None and self.gpu_index < 0:

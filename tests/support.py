@@ -71,7 +71,7 @@ def settings_env(redis_url: str, artifact_dir: Path, **extra: str) -> dict[str, 
     return {
         "REDIS_URL": redis_url,
         "CHORDLINE_API_KEYS": "key-tenant-a=tenant-a,key-tenant-b=tenant-b,"
-                              "key-stats-only=stats,key-operator=*",
+                              "key-stats-only=stats,key-operator=*,key-viewer=@viewer",
         "CHORDLINE_TEST_HANDLERS": "1",
         "CHORDLINE_PREVIEW_HANDLERS": "1",
         "CHORDLINE_ARTIFACT_DIR": str(artifact_dir),
@@ -126,6 +126,38 @@ class ProcessGroup:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+class WebProcess(ProcessGroup):
+    """The Procfile's `web` line (gunicorn, gevent workers), started by a shell as a
+    platform would, on a port it keeps across restarts."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, workers: int = 1) -> None:
+        from app.embedded_redis import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env = {**os.environ, **env, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers),
+                    "PATH": path}
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # gunicorn_conf makes its own
+
+    def start(self, timeout: float = 30) -> WebProcess:
+        from app.devstack import read_procfile
+
+        self._spawn(["/bin/sh", "-c", "exec " + read_procfile(ROOT / "Procfile")["web"]])
+        wait_for(lambda: self._serving() or self._died(), timeout, interval=0.2,
+                 message="gunicorn to serve")
+        if self._died():
+            raise RuntimeError(f"gunicorn exited; see {self.log_path}")
+        return self
+
+    def _serving(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/health/ready", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
 
 
 class WorkerProcess(ProcessGroup):

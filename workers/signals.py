@@ -16,6 +16,8 @@ inside the task. This module covers what only a signal can see:
   without running our code; the job is ended, not left pending for ever.
 - `task_unknown` / `task_rejected`: a message this worker cannot run is dropped
   by Celery too; the job fails with the reason.
+- `task_prerun`, `task_success`, `task_failure`, `task_retry` and the two above:
+  Celery-level outcomes per task name, for /metrics (workers/telemetry.py).
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ from typing import Any
 
 from celery.signals import (
     celeryd_init,
+    task_failure,
+    task_prerun,
     task_rejected,
+    task_retry,
     task_revoked,
+    task_success,
     task_unknown,
     worker_process_init,
+    worker_process_shutdown,
     worker_ready,
     worker_shutdown,
 )
@@ -37,6 +44,7 @@ from flask import Flask
 
 from tasks.services import Services
 from workers.heartbeat import WorkerHeartbeat
+from workers.telemetry import TaskCounts
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,7 @@ class SignalBridge:
     def __init__(self, flask_app: Flask) -> None:
         self._app = flask_app
         self._heartbeats: list[WorkerHeartbeat] = []
+        self._counts: TaskCounts | None = None
         self.hostname = ""
 
     @property
@@ -60,6 +69,28 @@ class SignalBridge:
         task_revoked.connect(self.on_task_revoked, weak=False)
         task_unknown.connect(self.on_task_unknown, weak=False)
         task_rejected.connect(self.on_task_rejected, weak=False)
+        for signal, state in ((task_prerun, "started"), (task_success, "succeeded"),
+                              (task_failure, "failed"), (task_retry, "retried")):
+            signal.connect(self._counter(state), weak=False)
+        worker_process_shutdown.connect(self.on_worker_process_shutdown, weak=False)
+
+    @property
+    def counts(self) -> TaskCounts:
+        if self._counts is None:
+            self._counts = TaskCounts(self.services.metrics)
+        return self._counts
+
+    def _counter(self, state: str) -> Any:
+        def on_signal(sender: Any = None, **_: Any) -> None:
+            """Count the task's outcome; telemetry never fails a task."""
+            name = getattr(sender, "name", None) or getattr(
+                getattr(sender, "task", None), "name", None) or "unknown"
+            self.counts.count(str(name), state)
+
+        return on_signal
+
+    def on_worker_process_shutdown(self, **_: Any) -> None:
+        self.counts.flush()
 
     def on_celeryd_init(self, sender: Any = None, **_: Any) -> None:
         self.hostname = str(sender)
@@ -84,11 +115,13 @@ class SignalBridge:
     def on_worker_shutdown(self, **_: Any) -> None:
         while self._heartbeats:
             self._heartbeats.pop().stop()
+        self.counts.flush()
 
     def on_task_revoked(self, request: Any = None, terminated: bool = False,
                         expired: bool = False, **_: Any) -> None:
         job_id = getattr(request, "id", None)
         reason = ("terminated" if terminated else "expired" if expired else "revoked")
+        self.counts.count(str(getattr(request, "task_name", None) or "unknown"), "revoked")
         self._abandon(job_id, "JOB_REVOKED", f"The task was {reason} in Celery",
                       cancelled=True, running=terminated)
 
@@ -98,6 +131,7 @@ class SignalBridge:
 
     def on_task_rejected(self, message: Any = None, **_: Any) -> None:
         headers = getattr(message, "headers", None) or {}
+        self.counts.count(str(headers.get("task") or "unknown"), "rejected")
         self._abandon(headers.get("id"), "MESSAGE_REJECTED",
                       "The worker could not decode the task message", cancelled=False)
 

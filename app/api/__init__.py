@@ -2,34 +2,63 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from flask import Blueprint, current_app, g, request
+import redis
+from flask import Blueprint, Response, g, request
 from marshmallow import Schema, ValidationError
 
-from app.auth import authenticate
+from app.auth import SAFE_METHODS, authenticate, require_staff
 from app.errors import ApiError, validation_failed
-from tasks.settings import OPERATOR_TENANT
+from tasks.clock import iso
+from tasks.services import current_services
+
+log = logging.getLogger(__name__)
 
 
 def api_blueprint(name: str, import_name: str, *, operators_only: bool = False) -> Blueprint:
-    """A blueprint whose every request must carry a valid x-api-key (an operator's, 403
-    for a tenant's, with `operators_only`)."""
+    """A blueprint whose every request must name a principal (app/auth.py), an operator
+    or a viewer with `operators_only`; every change that staff ask for is audited."""
     blueprint = Blueprint(name, import_name)
 
     @blueprint.before_request
-    def require_api_key() -> None:
-        g.tenant = authenticate(current_app.extensions["keyring"],
-                                request.headers.get("x-api-key"))
+    def require_principal() -> None:
+        authenticate()
         if operators_only:
-            require_operator()
+            require_staff()
+
+    @blueprint.after_request
+    def audit_staff_changes(response: Response) -> Response:
+        principal = g.get("principal")
+        if principal is not None and principal.is_staff and request.method not in SAFE_METHODS:
+            try:
+                record_action(response.status_code, _error_code(response))
+            except redis.RedisError:
+                log.warning("could not audit %s %s", request.method, request.path,
+                            exc_info=True)
+        return response
 
     return blueprint
 
 
-def require_operator() -> None:
-    if g.tenant != OPERATOR_TENANT:
-        raise ApiError(403, "FORBIDDEN", "Only an operator key may do this")
+def record_action(status: int, error_code: str | None, action: str | None = None) -> None:
+    """Record the request as an operator action: who, what, on what, when, and how it ended."""
+    principal = g.principal
+    current_services().audit.record({
+        "ts": iso(), "who": principal.who, "role": str(principal.role), "via": principal.via,
+        "action": action or request.endpoint, "target": request.view_args or {},
+        "method": request.method, "path": request.path, "status": status,
+        "outcome": "ok" if status < 400 else (error_code or "error"),
+        "correlation_id": g.get("correlation_id")})
+
+
+def _error_code(response: Response) -> str | None:
+    if response.status_code < 400 or not response.is_json:
+        return None
+    body = response.get_json(silent=True) or {}
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
 
 
 def json_body(schema: Schema, code: str, what: str, *, optional: bool = False) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.api import api_blueprint, query, require_operator
+from app.api import api_blueprint, query
+from app.auth import require_staff
 from app.schemas.events import EVENT_QUERY
 from tasks import keys
 from tasks.services import current_services
@@ -16,7 +17,7 @@ bp = api_blueprint("events", __name__)
 @bp.get("")
 def all_events() -> dict[str, Any]:
     """Every event after `since`, for operators (a tenant reads its jobs' and workflows')."""
-    require_operator()
+    require_staff()
     return history(keys.EVENT_LOG)
 
 

@@ -51,10 +51,14 @@ def create() -> dict[str, Any]:
 @bp.get("/<workflow_id>/status")
 def status(workflow_id: str) -> dict[str, Any]:
     """The workflow and each of its steps, read in two round trips."""
-    store = current_services().workflow_store
-    workflow = _get(workflow_id)
-    steps = [(i, job) for i, job in enumerate(store.steps(workflow)) if job is not None]
-    return {"success": True, "workflow": _summary(workflow, [job for _, job in steps]),
+    return {"success": True, **workflow_status(_get(workflow_id))}
+
+
+def workflow_status(workflow: Workflow) -> dict[str, Any]:
+    """The workflow and each of its steps as the status endpoint (and the console) shows them."""
+    steps = [(i, job) for i, job in enumerate(current_services().workflow_store.steps(workflow))
+             if job is not None]
+    return {"workflow": _summary(workflow, [job for _, job in steps]),
             "steps": [_step(i, job) for i, job in steps]}
 
 

@@ -158,7 +158,10 @@ class Simulate(Handler):
             log.info("simulate job %s: run ends at %.3f (%s)", ctx.job_id, time.time(), outcome)
         return {"model": p["model"], "loaded": model.loaded,
                 "load_seconds": round(model.load_seconds, 3), "seconds": p["seconds"],
-                "gpu": {"index": ctx.gpu.index, "name": ctx.gpu.name}}
+                "gpu": {"index": ctx.gpu.index, "name": ctx.gpu.name},
+                # As the diffusion backend reports them (the console's time split).
+                "timings": {"queue_wait_ms": ctx.queue_wait_ms,
+                            "model_load_ms": round(model.load_seconds * 1000)}}
 
 
 def _work(ctx: JobContext, seconds: float, start: float, end: float) -> None:

@@ -1,6 +1,7 @@
 -- Shared helpers, prepended to every script by tasks/scripts.py (after the
 -- names it generates from tasks/events.py and tasks/keys.py: EVENT_LOG,
--- EVENT_CHANNEL, SAGA_OUTBOX, ROUTES, ROUTES_USED, WORKER_PREFIX and EV).
+-- EVENT_CHANNEL, SAGA_OUTBOX, ROUTES, ROUTES_USED, WORKER_PREFIX and EV) and from
+-- tasks/metrics.py (METRICS_* and BUCKETS).
 -- Index and stream key names come from the job hash (written by create.lua from
 -- tasks/keys.py), so no script spells a key name of its own.
 
@@ -25,6 +26,7 @@ local function emit(etype, ts, subject, data)
     data = data or {}}
   local body = cjson.encode(event)
   local id = redis.call('XADD', EVENT_LOG, '*', 'event', body)
+  redis.call('HINCRBY', METRICS_EVENTS, etype, 1)
   local streams = subject.streams or {}
   for i = 1, #streams, 2 do
     -- pcall: a copy refused (an id behind the stream's last) must not abort a
@@ -110,6 +112,49 @@ local function track_route(job_key, id, old, new_status)
   end
 end
 
+-- Metrics (tasks/metrics.py): one observation of `seconds` in a histogram.
+local function observe(name, label, seconds)
+  local bounds, slot = BUCKETS[name], #BUCKETS[name] + 1
+  for i = 1, #bounds do
+    if seconds <= bounds[i] then slot = i; break end
+  end
+  local series = name .. '|' .. label .. '|'
+  redis.call('HINCRBY', METRICS_HISTOGRAMS, series .. slot, 1)
+  redis.call('HINCRBYFLOAT', METRICS_HISTOGRAMS, series .. 'sum', seconds)
+end
+
+local COUNTED = {completed = true, failed = true, cancelled = true, skipped = true,
+  compensating = true, compensated = true, compensation_failed = true}
+local PER_MINUTE = {completed = true, failed = true, cancelled = true}
+
+-- Count a record's first status (`submitted`) and every entry into an outcome;
+-- a job's run and queue wait are observed as it starts and ends running.
+local function count_status(key, old, new_status)
+  local label = nil
+  if not old then label = 'submitted' elseif COUNTED[new_status] then label = new_status end
+  local job_type = redis.call('HGET', key, 'type')
+  if not job_type then
+    if label then redis.call('HINCRBY', METRICS_COUNTS, 'workflow|' .. label, 1) end
+    return
+  end
+  if label then redis.call('HINCRBY', METRICS_COUNTS, 'job|' .. label .. '|' .. job_type, 1) end
+  if not (new_status == 'running' or old == 'running' or PER_MINUTE[new_status]) then return end
+  local ms = now_ms()
+  if new_status == 'running' then
+    redis.call('HSET', key, 'started_ms', ms)
+    local wait = redis.call('HGET', key, 'queue_wait_ms')
+    if wait then observe('queue_wait', job_type, tonumber(wait) / 1000) end
+  elseif old == 'running' and (new_status == 'completed' or new_status == 'failed') then
+    local started = redis.call('HGET', key, 'started_ms')
+    if started then observe('run', job_type, (ms - tonumber(started)) / 1000) end
+  end
+  if PER_MINUTE[new_status] then
+    local minute = METRICS_MINUTE .. math.floor(ms / 60000)
+    redis.call('HINCRBY', minute, new_status, 1)
+    redis.call('EXPIRE', minute, METRICS_MINUTE_TTL)
+  end
+end
+
 local function set_status(job_key, new_status)
   local old = redis.call('HGET', job_key, 'status')
   local id = redis.call('HGET', job_key, 'id')
@@ -121,6 +166,7 @@ local function set_status(job_key, new_status)
   end
   redis.call('HSET', job_key, 'status', new_status)
   track_route(job_key, id, old, new_status)
+  count_status(job_key, old, new_status)
   return old
 end
 
