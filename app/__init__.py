@@ -13,7 +13,7 @@ from tasks.settings import Settings
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from defaults, then the environment, then `overrides` (tests win)."""
-    from app import metrics, sockets
+    from app import console, metrics, sockets
     from app.api import artifacts, audit, events, health, jobs, machines, overview, workflows
     from app.auth import KeyRing, init_correlation
     from app.errors import register_error_handlers
@@ -51,6 +51,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(audit.bp, url_prefix="/api/audit")
     app.register_blueprint(sockets.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(console.bp, url_prefix="/dashboard")
     return app
 
 

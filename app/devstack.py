@@ -133,7 +133,10 @@ def main() -> int:
             print(f"chordline: the stack did not become healthy ({stack.exited() or 'timeout'})")
             return 1
         tenant_key = env["CHORDLINE_API_KEYS"].split(",")[0].split("=")[0]
+        operator_key = next((k.split("=")[0] for k in env["CHORDLINE_API_KEYS"].split(",")
+                             if k.endswith("=*")), "an operator key (key=*)")
         print(f"\nChordline is running: {url}\n  API key: {tenant_key}\n"
+              f"  Console: {url}/dashboard/ (sign in with {operator_key})\n"
               f"  Redis:   {env['REDIS_URL']}\n"
               f"  Flower:  http://127.0.0.1:{env.get('FLOWER_PORT', '5555')}\n"
               f"  Try:     curl -s -H 'x-api-key: {tenant_key}' -d "
