@@ -5,6 +5,7 @@ process holds many sockets; `PORT`, `WEB_CONCURRENCY` and `WEB_BIND` come from
 the environment like every other process setting.
 """
 
+import glob
 import os
 import shutil
 import tempfile
@@ -31,8 +32,14 @@ metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(
 
 
 def on_starting(server: Any) -> None:
-    shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(metrics_dir, "*.db")):
+        os.remove(stale)
+
+
+def on_exit(server: Any) -> None:
+    if os.path.basename(metrics_dir).startswith("chordline-metrics-"):  # ours, not yours
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def child_exit(server: Any, worker: Any) -> None:

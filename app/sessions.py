@@ -25,6 +25,11 @@ from tasks.settings import Settings
 COOKIE = "chordline_session"
 SECRET = f"{keys.PREFIX}:console:secret"
 SESSION_PREFIX = f"{keys.PREFIX}:console:session:"
+# Refused sign-ins an address may make before it waits LOCKOUT_SECONDS (keys are
+# long random strings: this slows guessing, it does not replace long keys).
+FAILURES_PREFIX = f"{keys.PREFIX}:console:refused:"
+MAX_REFUSALS = 20
+LOCKOUT_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,17 @@ class ConsoleSessions:
         if not record:
             return None
         return ConsoleSession(str(session_id), record["key_digest"], record["csrf"])
+
+    def refused(self, address: str) -> None:
+        """Count a refused sign-in from `address` (kept for LOCKOUT_SECONDS)."""
+        key = FAILURES_PREFIX + address
+        pipe = self._redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, LOCKOUT_SECONDS)
+        pipe.execute()
+
+    def locked_out(self, address: str) -> bool:
+        return int(cast(str, self._redis.get(FAILURES_PREFIX + address)) or 0) >= MAX_REFUSALS
 
     def end(self, session: ConsoleSession | None, response: Response) -> None:
         if session is not None:

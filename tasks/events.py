@@ -60,7 +60,7 @@ class EventType(StrEnum):
 # The fields every event carries (besides `id`), in the order the API documents them.
 FIELDS = ("type", "ts", "tenant", "job_id", "workflow_id", "step_index", "correlation_id",
           "worker", "data")
-EVENT_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+EVENT_ID = re.compile(r"^\d{1,20}(-\d{1,20})?\Z")
 MAX_PAGE = 10_000
 
 

@@ -28,6 +28,14 @@ class TaskCounts:
         self._lock = threading.Lock()
         self._pending: Counter[str] = Counter()
         self._flusher_pid: int | None = None
+        # A pool process forked from the main one must not send the parent's counts
+        # again, nor inherit a lock its flusher thread held at the fork.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = Counter()
+        self._flusher_pid = None
 
     def count(self, task: str, state: str) -> None:
         with self._lock:

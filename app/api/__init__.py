@@ -42,11 +42,15 @@ def api_blueprint(name: str, import_name: str, *, operators_only: bool = False) 
     return blueprint
 
 
-def record_action(status: int, error_code: str | None, action: str | None = None) -> None:
-    """Record the request as an operator action: who, what, on what, when, and how it ended."""
-    principal = g.principal
+def record_action(status: int, error_code: str | None, action: str | None = None,
+                  who: str | None = None) -> None:
+    """Record the request as an operator action: who, what, on what, when, and how it ended
+    (`who` names a caller that has no principal: a refused sign-in)."""
+    principal = g.get("principal")
     current_services().audit.record({
-        "ts": iso(), "who": principal.who, "role": str(principal.role), "via": principal.via,
+        "ts": iso(), "who": who or principal.who,
+        "role": str(principal.role) if principal else None,
+        "via": principal.via if principal else "console",
         "action": action or request.endpoint, "target": request.view_args or {},
         "method": request.method, "path": request.path, "status": status,
         "outcome": "ok" if status < 400 else (error_code or "error"),

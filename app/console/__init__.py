@@ -18,7 +18,7 @@ bp = Blueprint("console", __name__, template_folder="templates", static_folder="
 # The console runs only its own scripts and talks only to this origin.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self' ws: wss:; frame-ancestors 'none'; "
+                               "connect-src 'self'; frame-ancestors 'none'; "
                                "form-action 'self'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",

@@ -19,7 +19,7 @@ from flask import (
 
 from app.api import record_action
 from app.api.workflows import workflow_status
-from app.auth import Principal, Role, check_csrf, digest, identify
+from app.auth import Principal, Role, check_csrf, check_origin, digest, identify
 from app.console import bp
 from app.errors import ApiError
 from app.schemas.jobs import JOB
@@ -67,12 +67,24 @@ def login() -> str:
 
 @bp.post("/login")
 def sign_in() -> Response | tuple[str, int]:
-    """Trade an operator's or a viewer's key for a session cookie; a tenant's key is refused."""
+    """Trade an operator's or a viewer's key for a session cookie; a tenant's key is refused.
+
+    Only from this site (no other page may sign a browser in as someone else), and
+    an address that keeps guessing is turned away for a while; refusals are audited."""
+    check_origin()
+    sessions = current_app.extensions["console_sessions"]
+    address = request.remote_addr or "unknown"
+    if sessions.locked_out(address):
+        raise ApiError(429, "RATE_LIMITED", "Too many refused sign-ins from this address; "
+                       "try again in a few minutes")
     key = request.form.get("key", "").strip()
     principal = current_app.extensions["keyring"].principal(key)
     if principal is None or not principal.is_staff:
+        sessions.refused(address)
         error, status = (("That key is not known.", 401) if principal is None else
                          ("A tenant key cannot sign in to the console.", 403))
+        record_action(status, "SIGN_IN_REFUSED", action="console.sign_in",
+                      who=principal.who if principal else f"unknown@{address}")
         return render_template("console/login.html", error=error, next=_next()), status
     response = make_response(redirect(_next()))
     current_app.extensions["console_sessions"].start(digest(key), response)
@@ -83,13 +95,17 @@ def sign_in() -> Response | tuple[str, int]:
 
 @bp.post("/logout")
 def sign_out() -> Response:
+    """End the session everywhere; the cookie goes even when its key was revoked meanwhile."""
+    sessions = current_app.extensions["console_sessions"]
     principal = identify()
     response = make_response(redirect(url_for("console.login")))
     if principal is not None and principal.via == "console":
         check_csrf()
         g.principal = principal
         record_action(200, None, action="console.sign_out")
-        current_app.extensions["console_sessions"].end(g.console_session, response)
+    else:
+        check_origin()
+    sessions.end(sessions.current(), response)
     return response
 
 

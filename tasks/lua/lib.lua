@@ -130,6 +130,7 @@ local PER_MINUTE = {completed = true, failed = true, cancelled = true}
 -- Count a record's first status (`submitted`) and every entry into an outcome;
 -- a job's run and queue wait are observed as it starts and ends running.
 local function count_status(key, old, new_status)
+  if old == new_status then return end  -- a renewed claim, not a transition
   local label = nil
   if not old then label = 'submitted' elseif COUNTED[new_status] then label = new_status end
   local job_type = redis.call('HGET', key, 'type')
@@ -140,7 +141,7 @@ local function count_status(key, old, new_status)
   if label then redis.call('HINCRBY', METRICS_COUNTS, 'job|' .. label .. '|' .. job_type, 1) end
   if not (new_status == 'running' or old == 'running' or PER_MINUTE[new_status]) then return end
   local ms = now_ms()
-  if new_status == 'running' then
+  if new_status == 'running' and old == 'pending' then
     redis.call('HSET', key, 'started_ms', ms)
     local wait = redis.call('HGET', key, 'queue_wait_ms')
     if wait then observe('queue_wait', job_type, tonumber(wait) / 1000) end

@@ -151,6 +151,11 @@
     };
     ws.onclose = function () {
       self.state('reconnecting', 'reconnecting…');
+      // A socket refused because the session ended (signed out elsewhere, expired,
+      // key revoked) would retry for ever: ask once, and go to the sign-in page.
+      fetch('/api/audit?limit=1', {credentials: 'same-origin'}).then(function (r) {
+        if (r.status === 401) location.assign('/dashboard/login?next=' + encodeURIComponent(location.pathname));
+      }).catch(function () {});
       setTimeout(function () { self.connect(); }, self.delay);
       self.delay = Math.min(self.delay * 2, 5000);
     };
@@ -284,7 +289,10 @@
     var timeline = byId('timeline');
     function outputs(result) {
       var box = clear(byId('outputs'));
-      var artifacts = (result && result.artifacts) || [];
+      // Only our own artifact URLs: a result is data a handler wrote.
+      var artifacts = ((result && result.artifacts) || []).filter(function (a) {
+        return typeof a.url === 'string' && a.url.indexOf('/api/artifacts/') === 0;
+      });
       artifacts.forEach(function (a) {
         box.appendChild(el('a', {href: a.url, target: '_blank', rel: 'noopener'},
           el('img', {src: a.url, alt: 'output ' + a.id, loading: 'lazy', width: '160'})));
@@ -300,6 +308,10 @@
     function showStatus(status) {
       setBadge(byId('job-status'), status);
       if (!canAct) return;
+      if (job.workflow_id) {  // a step is cancelled with its workflow
+        byId('cancel-job').hidden = byId('terminate-job').hidden = true;
+        return;
+      }
       byId('cancel-job').hidden = status !== 'pending' && status !== 'waiting';
       byId('terminate-job').hidden = status !== 'running';
     }
