@@ -243,9 +243,11 @@ class StalledClient:
 
 @pytest.fixture
 def small_queue_server(app: Flask) -> Iterator[LiveServer]:
-    """A second API process whose sockets may hold only 8 unsent events (and whose
-    pings do not close the stalled client first: it cannot answer them)."""
-    settings = dict(app.extensions["chordline"].settings.__dict__, ws_queue_size=8,
+    """A second API process whose sockets may hold only 32 unsent events (and whose
+    pings do not close the stalled client first: it cannot answer them). The fast
+    client reads in this same busy process, so it needs some slack on 2 cores; the
+    stalled one is sent about a megabyte, far past the queue and the socket buffers."""
+    settings = dict(app.extensions["chordline"].settings.__dict__, ws_queue_size=32,
                     ws_ping_interval=300.0)
     second = create_app(settings)
     server = LiveServer(second).start()
