@@ -14,11 +14,23 @@ from tasks.settings import Settings
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from defaults, then the environment, then `overrides` (tests win)."""
     from app import console, metrics, sockets
-    from app.api import artifacts, audit, events, health, jobs, machines, overview, workflows
+    from app.api import (
+        artifacts,
+        audit,
+        events,
+        health,
+        jobs,
+        machines,
+        overview,
+        tickets,
+        workflows,
+    )
     from app.auth import KeyRing, init_correlation
     from app.errors import register_error_handlers
     from app.event_hub import EventHub
+    from app.payloads import ApiJSONProvider
     from app.sessions import ConsoleSessions
+    from app.tickets import WsTickets
     from tasks.celery_app import celery_init_app
     from tasks.services import Services, redis_client
 
@@ -26,7 +38,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     _configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = ApiJSONProvider(app)
     celery = celery_init_app(app, settings)
     services = app.extensions["chordline"] = Services.build(settings, celery)
     # One pub/sub connection per process, opened on the first socket.
@@ -35,6 +47,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
                                          "max_message_size": 64 * 1024}
     app.extensions["keyring"] = KeyRing(settings.api_keys)
     app.extensions["console_sessions"] = ConsoleSessions(services.redis, settings)
+    app.extensions["ws_tickets"] = WsTickets(services.redis)
     if not settings.api_keys:
         logging.getLogger(__name__).warning(
             "CHORDLINE_API_KEYS is empty: every API request will be refused (401)")
@@ -49,6 +62,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(machines.bp, url_prefix="/api/machines")
     app.register_blueprint(overview.bp, url_prefix="/api/overview")
     app.register_blueprint(audit.bp, url_prefix="/api/audit")
+    app.register_blueprint(tickets.bp, url_prefix="/api/ws-tickets")
     app.register_blueprint(sockets.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(console.bp, url_prefix="/dashboard")

@@ -98,11 +98,19 @@ def presented_key() -> str | None:
 
 
 def identify(*, allow_query_key: bool = False) -> Principal | None:
-    """The request's principal from its key, else from its console session; None if neither."""
+    """The request's principal from its key, else from its console session; None if neither.
+
+    With `allow_query_key` (the WebSocket handshake), a single-use `ticket` or an
+    `api_key` in the query string count too."""
     keyring: KeyRing = current_app.extensions["keyring"]
     key = presented_key() or (request.args.get("api_key") if allow_query_key else None)
     if key:
+        g.key_digest = digest(key)
         return keyring.principal(key)
+    ticket = request.args.get("ticket") if allow_query_key else None
+    if ticket:
+        key_digest = current_app.extensions["ws_tickets"].redeem(ticket)
+        return keyring.by_digest(key_digest) if key_digest else None
     session = current_app.extensions["console_sessions"].current()
     if session is None:
         return None
@@ -140,6 +148,12 @@ def check_csrf() -> None:
     token = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
     if not hmac.compare_digest(token.encode(), g.console_session.csrf.encode()):
         raise ApiError(403, "CSRF_FAILED", "The request lacks the session's CSRF token")
+
+
+def digest_of_request() -> str:
+    """The digest of the key this request presented (a console session's, for the console)."""
+    session = g.get("console_session")
+    return session.key_digest if session is not None else str(g.key_digest)
 
 
 def current_principal() -> Principal:

@@ -7,9 +7,12 @@ the environment like every other process setting.
 
 import glob
 import os
+import re
 import shutil
 import tempfile
 from typing import Any
+
+from gunicorn.glogging import Logger
 
 bind = os.environ.get("WEB_BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -46,3 +49,19 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
+
+# A WebSocket client may still put its key in the URL (`/ws?api_key=`): the access
+# log never keeps a query string's credentials.
+SECRET_PARAMS = re.compile(r"((?:^|[?&])(?:api_key|ticket)=)[^&\s]*", re.IGNORECASE)
+
+
+class RedactingLogger(Logger):
+    def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
+        atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
+        for name in ("r", "q"):
+            atoms[name] = SECRET_PARAMS.sub(r"\1[redacted]", atoms.get(name, ""))
+        return atoms
+
+
+logger_class = RedactingLogger

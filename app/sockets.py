@@ -22,6 +22,7 @@ from flask_sock import Sock
 from marshmallow import ValidationError
 from simple_websocket import ConnectionClosed, Server
 
+from app import payloads
 from app.auth import authenticate, check_origin
 from app.errors import flatten
 from app.event_hub import EVERYTHING, EventHub, HubUnavailable, Subscriber, Topic
@@ -114,7 +115,7 @@ class SocketSession:
 
     def _handle(self, raw: str | bytes) -> None:
         try:
-            message = SOCKET_MESSAGE.load(json.loads(raw))
+            message = SOCKET_MESSAGE.load(payloads.loads(raw))
         except (ValueError, TypeError):
             return self._reply_error("INVALID_JSON", "Messages must be JSON objects")
         except ValidationError as exc:

@@ -62,6 +62,7 @@ FIELDS = ("type", "ts", "tenant", "job_id", "workflow_id", "step_index", "correl
           "worker", "data")
 EVENT_ID = re.compile(r"^\d{1,20}(-\d{1,20})?\Z")
 MAX_PAGE = 10_000
+MAX_ID_PART = 2**64 - 1
 
 
 class InvalidEventId(ValueError):
@@ -69,11 +70,23 @@ class InvalidEventId(ValueError):
 
 
 def parse_id(event_id: str) -> tuple[int, int]:
-    """A stream id as a comparable pair; raises InvalidEventId."""
+    """A stream id as a comparable pair (each part within Redis' 64 bits); raises
+    InvalidEventId."""
     if not EVENT_ID.match(event_id):
         raise InvalidEventId(f"{event_id!r} is not an event id (like 1700000000000-0, or 0)")
     ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq or 0)
+    pair = int(ms), int(seq or 0)
+    if max(pair) > MAX_ID_PART:
+        raise InvalidEventId(f"{event_id!r} is beyond any event id")
+    return pair
+
+
+def is_event_id(text: str) -> bool:
+    try:
+        parse_id(text)
+    except InvalidEventId:
+        return False
+    return True
 
 
 def database_of(client: redis.Redis) -> int:

@@ -6,8 +6,13 @@ the per-job index prefixes that `create` stored in the job hash.
 
 from __future__ import annotations
 
+import re
+
 from tasks.statuses import JobStatus
 
+# What a job, workflow or artifact id may look like, checked at the edge, so a
+# crafted one (`abc:events`) can never name another key.
+RECORD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 PREFIX = "chordline"
 ALL_TENANTS = "*"
 

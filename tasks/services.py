@@ -79,7 +79,7 @@ class Services:
     def build(cls, settings: Settings, celery: Celery) -> Services:
         client = redis_client(settings)
         limits = Limits(settings.max_prompt_length, settings.max_image_side,
-                        settings.max_output_side)
+                        settings.max_output_side, settings.max_job_timeout)
         registry = build_registry(limits, test_handlers=settings.test_handlers,
                                   modules=settings.handler_modules)
         store = JobStore(client, settings.job_retention)

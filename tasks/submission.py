@@ -127,7 +127,7 @@ class JobService:
         if job_type not in self.registry:
             raise InvalidJob({"type": [f"Unsupported job type: {job_type}"]})
         handler = self.registry.get(job_type)
-        errors: dict[str, list[str]] = {}
+        errors = self._check_limits(request)
         if handler.prompt_required and not (request.get("prompt") or "").strip():
             errors["prompt"] = [f"Prompt is required for {job_type} jobs"]
         raw = request.get("parameters") or {}
@@ -149,6 +149,16 @@ class JobService:
         except ValueError as exc:
             raise InvalidJob({"requirements.model": [str(exc)]}) from None
         return Validated(handler, parameters, requirements, route_for(handler.type, requirements))
+
+    def _check_limits(self, request: Mapping[str, Any]) -> dict[str, list[str]]:
+        """The bounds every job obeys, standalone or a workflow's step."""
+        limits = self.registry.limits
+        errors = {}
+        if len(request.get("prompt") or "") > limits.max_prompt_length:
+            errors["prompt"] = [f"Prompt must be at most {limits.max_prompt_length} characters"]
+        if (request.get("timeout_seconds") or 0) > limits.max_job_timeout:
+            errors["timeout_seconds"] = [f"must be at most {limits.max_job_timeout} seconds"]
+        return errors
 
     def _resolve_model(self, handler: Handler,
                        parameters: dict[str, Any]) -> dict[str, list[str]]:

@@ -11,6 +11,7 @@ from marshmallow import Schema, ValidationError
 
 from app.auth import SAFE_METHODS, authenticate, require_staff
 from app.errors import ApiError, validation_failed
+from tasks import keys
 from tasks.clock import iso
 from tasks.services import current_services
 
@@ -27,6 +28,7 @@ def api_blueprint(name: str, import_name: str, *, operators_only: bool = False) 
         authenticate()
         if operators_only:
             require_staff()
+        check_record_ids()
 
     @blueprint.after_request
     def audit_staff_changes(response: Response) -> Response:
@@ -40,6 +42,19 @@ def api_blueprint(name: str, import_name: str, *, operators_only: bool = False) 
         return response
 
     return blueprint
+
+
+# A path's record id that could not be one of ours is simply not found.
+NOT_FOUND = {"job_id": ("JOB_NOT_FOUND", "Job"), "workflow_id": ("WORKFLOW_NOT_FOUND", "Workflow"),
+             "artifact_id": ("ARTIFACT_NOT_FOUND", "Artifact")}
+
+
+def check_record_ids() -> None:
+    """404 for a malformed id in the path, before it comes near a Redis key name."""
+    for name, value in (request.view_args or {}).items():
+        if name in NOT_FOUND and not keys.RECORD_ID.match(str(value)):
+            code, what = NOT_FOUND[name]
+            raise ApiError(404, code, f"{what} with ID {value} not found")
 
 
 def record_action(status: int, error_code: str | None, action: str | None = None,

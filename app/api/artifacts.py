@@ -39,5 +39,8 @@ def download(artifact_id: str) -> Response:
     path = services.artifacts.path(artifact) if artifact else None
     if artifact is None or path is None or not path.is_file():
         raise ApiError(404, "ARTIFACT_NOT_FOUND", f"Artifact with ID {artifact_id} not found")
-    return send_file(path.resolve(), mimetype=artifact.content_type, max_age=3600,
-                     download_name=f"{artifact_id}.png")
+    response = send_file(path.resolve(), mimetype=artifact.content_type, max_age=0,
+                         download_name=f"{artifact_id}.png", conditional=True)
+    # A tenant's image: no shared cache may keep it, and the browser need not either.
+    response.headers["Cache-Control"] = "private, no-store"
+    return response

@@ -27,7 +27,6 @@ def submit() -> dict[str, Any]:
     """Validate and queue a job; the answer's status is `submitted`."""
     request = json_body(JOB_SUBMIT, "JOB_SUBMISSION_FAILED", "Job")
     services = current_services()
-    _check_limits(request, services.settings.max_prompt_length, services.settings.max_job_timeout)
     try:
         job = services.jobs.submit(current_tenant(), request, g.correlation_id)
     except InvalidJob as exc:
@@ -95,12 +94,3 @@ def list_jobs() -> dict[str, Any]:
     return {"success": True, "jobs": [JOB.dump(j.fields) for j in page.jobs],
             "next_cursor": page.next_cursor}
 
-
-def _check_limits(request: dict[str, Any], max_prompt: int, max_timeout: int) -> None:
-    errors = {}
-    if len(request.get("prompt") or "") > max_prompt:
-        errors["prompt"] = [f"Prompt must be at most {max_prompt} characters"]
-    if request.get("timeout_seconds", 0) > max_timeout:
-        errors["timeout_seconds"] = [f"must be at most {max_timeout} seconds"]
-    if errors:
-        raise validation_failed("JOB_SUBMISSION_FAILED", "Job", errors)

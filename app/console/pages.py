@@ -26,7 +26,7 @@ from app.schemas.jobs import JOB
 from app.schemas.workflows import WORKFLOW
 from tasks import keys
 from tasks.clock import now_ms, parse_iso
-from tasks.events import EVENT_ID
+from tasks.events import is_event_id
 from tasks.services import current_services
 from tasks.statuses import JobStatus, WorkflowStatus
 
@@ -34,7 +34,6 @@ View = Callable[..., Any]
 # How many of the newest jobs a machine filter looks through (jobs are indexed by
 # status, type and tenant, not by machine).
 MACHINE_SCAN = 1000
-MAX_ID = 64
 
 
 def signed_in(view: View) -> View:
@@ -152,7 +151,7 @@ def jobs() -> str:
 @signed_in
 def job(job_id: str) -> str:
     services = current_services()
-    found = services.store.get(job_id) if len(job_id) <= MAX_ID else None
+    found = services.store.get(job_id) if keys.RECORD_ID.match(job_id) else None
     if found is None:
         raise ApiError(404, "JOB_NOT_FOUND", f"Job with ID {job_id} not found")
     view = {**JOB.dump(found.fields), **{k: found.get(k) for k in (
@@ -192,7 +191,8 @@ def workflows() -> str:
 @signed_in
 def workflow(workflow_id: str) -> str:
     services = current_services()
-    found = services.workflow_store.get(workflow_id) if len(workflow_id) <= MAX_ID else None
+    found = services.workflow_store.get(workflow_id) if keys.RECORD_ID.match(
+        workflow_id) else None
     if found is None:
         raise ApiError(404, "WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
     data = {**workflow_status(found), "tenant": found.get("tenant"),
@@ -213,7 +213,7 @@ def events() -> str:
 @signed_in
 def audit_log() -> str:
     before = request.args.get("before", "")
-    entries = current_services().audit.newest(100, before if EVENT_ID.match(before) else "+")
+    entries = current_services().audit.newest(100, before if is_event_id(before) else "+")
     return page("audit.html", "Audit", {}, entries=entries,
                 older=entries[-1]["id"] if len(entries) == 100 else None)
 

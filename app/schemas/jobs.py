@@ -6,10 +6,11 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from tasks import keys
 from tasks.fleet import LABEL_KEY, LABEL_VALUE, MODEL_NAME
 from tasks.statuses import JobStatus
 
-ID = validate.Length(min=1, max=64)
+ID = validate.Regexp(keys.RECORD_ID, error="must be 1-64 letters, digits, _ or -")
 
 
 def labels_field(**kwargs: Any) -> fields.Dict:

@@ -6,8 +6,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from app.schemas.events import SINCE_ERROR, event_id
 from app.schemas.jobs import ID
-from tasks.events import EVENT_ID
 
 
 class SocketMessageSchema(Schema):
@@ -16,8 +16,7 @@ class SocketMessageSchema(Schema):
     workflow_id = fields.String(validate=ID)
     # Everything (operators only).
     all = fields.Boolean(load_default=False)
-    since = fields.String(validate=validate.Regexp(
-        EVENT_ID, error="since must be an event id such as 1700000000000-0, or 0"))
+    since = fields.String(validate=event_id(SINCE_ERROR))
 
     @validates_schema
     def _one_subject(self, data: dict[str, Any], **_: Any) -> None:

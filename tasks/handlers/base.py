@@ -19,11 +19,13 @@ from tasks.models import ModelCache
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds that submissions are validated against (from Settings)."""
+    """Bounds that submissions are validated against (from Settings): the one place a
+    job and a workflow step both pass through (JobService.validate)."""
 
     max_prompt_length: int = 2000
     max_image_side: int = 2048
     max_output_side: int = 8192
+    max_job_timeout: int = 6 * 3600
 
 
 @dataclass(frozen=True)
