@@ -30,6 +30,8 @@ def test_compose_runs_the_procfile_processes_beside_a_durable_redis() -> None:
     services = compose["services"]
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "noeviction" in redis_command
+    # A password, and Redis published on no port of the host
+    assert "requirepass" in redis_command and "ports" not in services["redis"]
     built = {name for name, service in services.items() if "build" in service}
     assert built == set(procfile)
     for name, service in services.items():
@@ -40,7 +42,8 @@ def test_compose_runs_the_procfile_processes_beside_a_durable_redis() -> None:
         assert service["labels"]["chordline.procfile"] == name
         command = service["command"][-1]
         assert procfile[name].split()[0] in command
-        assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert service["environment"]["REDIS_URL"] == \
+            "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD}@redis:6379/0"
     assert (ROOT / "docker" / "Dockerfile").read_text().count("COPY") >= 4
 
 
@@ -217,7 +220,7 @@ def test_flower_and_monitoring_are_opt_in_and_local_only() -> None:
     text = "\n".join(line for line in (DOCKER / "compose.yaml").read_text().splitlines()
                      if not line.lstrip().startswith("#"))
     required = set(re.findall(r"(?<!\$)\$\{(\w+):\?", text))
-    assert required == {"CHORDLINE_API_KEYS"}
+    assert required == {"CHORDLINE_API_KEYS", "REDIS_PASSWORD"}
 
 @pytest.fixture
 def web_process(stack_env: dict[str, str], worker: WorkerProcess,
