@@ -29,13 +29,17 @@ HTTP_CODES = {
 
 
 class ApiError(Exception):
+    """A 4xx (or 503) with a stable code; `retry_after` (seconds) becomes Retry-After."""
+
     def __init__(self, status: int, code: str, message: str,
-                 details: Mapping[str, Any] | None = None) -> None:
+                 details: Mapping[str, Any] | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.retry_after = retry_after
 
 
 def validation_failed(code: str, what: str, errors: Mapping[str, Any]) -> ApiError:
@@ -69,7 +73,10 @@ def error_response(status: int, code: str, message: str,
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def on_api_error(exc: ApiError) -> tuple[Response, int]:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        response, status = error_response(exc.status, exc.code, exc.message, exc.details)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response, status
 
     @app.errorhandler(HTTPException)
     def on_http_error(exc: HTTPException) -> tuple[Response, int]:

@@ -16,6 +16,7 @@ from tasks.dispatch import Dispatcher
 from tasks.events import EventLog
 from tasks.handlers.base import Limits
 from tasks.handlers.registry import HandlerRegistry, build_registry
+from tasks.idempotency import IdempotencyStore
 from tasks.inputs import StepInputs
 from tasks.lifecycle import LeasePolicy, Lifecycle
 from tasks.machines import MachineService, MachineStore
@@ -70,6 +71,7 @@ class Services:
     metrics: MetricsStore
     audit: AuditLog
     overview: Overview
+    idempotency: IdempotencyStore
     # Set in a worker process (workers/bootstrap.py): its node, and on a GPU worker
     # the models its GPU keeps warm.
     node: NodeProfile | None = None
@@ -106,7 +108,8 @@ class Services:
         return cls(settings, client, registry, store, lifecycle, artifacts, dispatcher, jobs,
                    workflow_store, workflows, step_inputs, EventLog(client), saga, machines,
                    MachineService(machines, dispatcher), routes, metrics,
-                   AuditLog(client, settings.audit_max_entries), overview)
+                   AuditLog(client, settings.audit_max_entries), overview,
+                   IdempotencyStore(client))
 
 
 def current_services() -> Services:

@@ -10,6 +10,7 @@ from app.api import api_blueprint, json_body, query
 from app.api.events import history
 from app.auth import current_tenant
 from app.errors import ApiError, validation_failed
+from app.idempotency import idempotent
 from app.schemas.jobs import JOB, JOB_CANCEL, JOB_LIST_QUERY, JOB_SUBMIT, TIMEFRAME_QUERY
 from tasks import keys
 from tasks.clock import now_ms
@@ -23,6 +24,7 @@ TIMEFRAMES_MS = {"hour": 3_600_000, "day": 86_400_000, "week": 604_800_000}
 
 
 @bp.post("/submit")
+@idempotent
 def submit() -> dict[str, Any]:
     """Validate and queue a job; the answer's status is `submitted`."""
     request = json_body(JOB_SUBMIT, "JOB_SUBMISSION_FAILED", "Job")

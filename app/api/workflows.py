@@ -11,6 +11,7 @@ from app.api.events import history
 from app.api.jobs import TIMEFRAMES_MS
 from app.auth import current_tenant
 from app.errors import ApiError, validation_failed
+from app.idempotency import idempotent
 from app.schemas.jobs import TIMEFRAME_QUERY
 from app.schemas.workflows import (
     STEP_STATUS,
@@ -34,6 +35,7 @@ DONE = (JobStatus.COMPLETED, JobStatus.SKIPPED)
 
 
 @bp.post("")
+@idempotent
 def create() -> dict[str, Any]:
     """Validate the steps, store them as jobs and publish the compiled canvas."""
     request = json_body(WORKFLOW_CREATE, CODE, "Workflow")

@@ -1,0 +1,66 @@
+"""Idempotency keys (Stripe's semantics) for the requests that create something.
+
+A client that timed out may send the same `Idempotency-Key` again: within a day,
+the same key with the same body answers the first response and creates nothing;
+with another body, it is refused. The first request claims the key atomically
+(lua/idempotency_claim.lua), so of two concurrent requests only one runs and the
+other waits for its answer. A claim lasts `CLAIM_SECONDS` until the answer is
+stored, so a request that crashed halfway frees its key instead of blocking it
+for a day; an answer that says "try again" (5xx) is not kept at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+import redis
+
+from tasks import keys
+from tasks.scripts import Scripts
+
+RETENTION_SECONDS = 24 * 3600
+CLAIM_SECONDS = 60
+
+
+class Claim(StrEnum):
+    CLAIMED = "claimed"  # this request runs, and stores its answer
+    PENDING = "pending"  # another request with this key is running
+    DONE = "done"  # answered before: replay it
+    REUSED = "reused"  # the key came with another body
+
+
+@dataclass(frozen=True)
+class Outcome:
+    claim: Claim
+    status: int = 0
+    body: str = ""
+
+
+class IdempotencyStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._scripts = Scripts(client)
+
+    @staticmethod
+    def record(tenant: str, key: str) -> str:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return f"{keys.PREFIX}:idempotency:{tenant}:{digest}"
+
+    def claim(self, record: str, fingerprint: str) -> Outcome:
+        state, *answer = self._scripts.idempotency_claim(keys=[record],
+                                                         args=[fingerprint, CLAIM_SECONDS])
+        if state == Claim.DONE:
+            return Outcome(Claim.DONE, int(answer[0]), answer[1])
+        return Outcome(Claim(state))
+
+    def answer(self, record: str, status: int, body: str) -> None:
+        """Keep the answer for a day; a 5xx frees the key for a retry instead."""
+        if status >= 500:
+            self._redis.delete(record)
+            return
+        pipe = self._redis.pipeline()
+        pipe.hset(record, mapping={"state": Claim.DONE, "status": status, "body": body})
+        pipe.expire(record, RETENTION_SECONDS)
+        pipe.execute()
