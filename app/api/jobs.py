@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g
+from flask import Response, g, jsonify
 
 from app.api import api_blueprint, json_body, query
 from app.api.events import history
@@ -12,6 +12,7 @@ from app.auth import current_tenant
 from app.errors import ApiError, validation_failed
 from app.idempotency import idempotent
 from app.schemas.jobs import JOB, JOB_CANCEL, JOB_LIST_QUERY, JOB_SUBMIT, TIMEFRAME_QUERY
+from app.waiting import applied, requested_wait, wait_until_final
 from tasks import keys
 from tasks.clock import now_ms
 from tasks.services import current_services
@@ -25,7 +26,7 @@ TIMEFRAMES_MS = {"hour": 3_600_000, "day": 86_400_000, "week": 604_800_000}
 
 @bp.post("/submit")
 @idempotent
-def submit() -> dict[str, Any]:
+def submit() -> dict[str, Any] | Response:
     """Validate and queue a job; the answer's status is `submitted`."""
     request = json_body(JOB_SUBMIT, "JOB_SUBMISSION_FAILED", "Job")
     services = current_services()
@@ -38,15 +39,28 @@ def submit() -> dict[str, Any]:
     except BrokerUnavailable:
         raise ApiError(503, "BROKER_UNAVAILABLE",
                        "The message broker is unavailable; the job was not accepted") from None
-    return {"success": True, "job_id": job.id, "status": SUBMITTED}
+    wait = requested_wait()
+    if wait is None:
+        return {"success": True, "job_id": job.id, "status": SUBMITTED}
+    # Prefer: wait: the answer is the job as it stands when final or when the wait ends.
+    wait_until_final(job.id, current_tenant(), wait)
+    found = services.store.get(job.id)
+    body = JOB.dump(found.fields) if found else {"status": SUBMITTED}
+    return applied(jsonify({"success": True, "job_id": job.id, "status": body["status"],
+                            "job": body}), wait)
 
 
 @bp.get("/<job_id>/status")
-def status(job_id: str) -> dict[str, Any]:
+def status(job_id: str) -> Response:
+    """The job; with `Prefer: wait=N`, once it is final or after N seconds."""
+    wait = requested_wait()
+    if wait:
+        wait_until_final(job_id, current_tenant(), wait)
     job = current_services().store.get(job_id, current_tenant())
     if job is None:
         raise ApiError(404, "JOB_NOT_FOUND", f"Job with ID {job_id} not found")
-    return {"success": True, "job": JOB.dump(job.fields)}
+    response = jsonify({"success": True, "job": JOB.dump(job.fields)})
+    return applied(response, wait) if wait is not None else response
 
 
 @bp.get("/<job_id>/events")
