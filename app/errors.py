@@ -16,6 +16,8 @@ from flask import Flask, Response, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from tasks.quotas import QuotaExceeded
+
 log = logging.getLogger(__name__)
 
 HTTP_CODES = {
@@ -85,6 +87,12 @@ def register_error_handlers(app: Flask) -> None:
         if status == 404:
             message = f"Endpoint {request.method} {request.path} not found"
         return error_response(status, code, message)
+
+    @app.errorhandler(QuotaExceeded)
+    def on_quota(exc: QuotaExceeded) -> tuple[Response, int]:
+        response, status = error_response(429, exc.code, exc.message)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response, status
 
     @app.errorhandler(redis.RedisError)
     def on_redis_error(exc: redis.RedisError) -> tuple[Response, int]:

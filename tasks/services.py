@@ -24,6 +24,7 @@ from tasks.metrics import MetricsStore
 from tasks.models import ModelCache
 from tasks.node import NodeProfile
 from tasks.overview import Overview
+from tasks.quotas import QuotaPolicy, Quotas
 from tasks.routes import RouteStore
 from tasks.saga import SagaPolicy, SagaStore
 from tasks.settings import Settings
@@ -93,7 +94,11 @@ class Services:
                                   settings.max_image_side)
         dispatcher = Dispatcher(celery, lifecycle, settings.queue, settings.broker_is_redis)
         machines = MachineStore(client, settings.liveness_seconds, settings.job_retention)
-        jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, machines, settings)
+        quotas = Quotas(client, QuotaPolicy(settings.quota_submits_per_second,
+                                            settings.quota_unfinished_jobs,
+                                            settings.quota_max_priority))
+        jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, machines, settings,
+                          quotas)
         workflow_store = WorkflowStore(client, store, settings.job_retention)
         saga = SagaStore(patient, SagaPolicy(lease, settings.compensation_retries + 1,
                                              settings.compensation_backoff))

@@ -204,6 +204,17 @@ class Settings:
     secure_cookies: bool = field(
         default=False, metadata=_env("CHORDLINE_SECURE_COOKIES", _parse_bool)
     )
+    # Per-tenant quotas (tasks/quotas.py; operators are exempt): submissions a second
+    # (bursts of twice that), unfinished (pending and waiting) jobs, highest priority.
+    quota_submits_per_second: float = field(
+        default=20.0, metadata=_env("CHORDLINE_QUOTA_SUBMITS_PER_SECOND", float)
+    )
+    quota_unfinished_jobs: int = field(
+        default=10_000, metadata=_env("CHORDLINE_QUOTA_UNFINISHED_JOBS", int)
+    )
+    quota_max_priority: int = field(
+        default=100, metadata=_env("CHORDLINE_QUOTA_MAX_PRIORITY", int)
+    )
     # Where each gunicorn worker keeps its own metrics for /metrics to sum
     # (prometheus_client's multiprocess mode; app/gunicorn_conf.py sets one up).
     prometheus_multiproc_dir: str = field(default="", metadata=_env("PROMETHEUS_MULTIPROC_DIR"))
@@ -228,9 +239,11 @@ class Settings:
                      "max_workflow_steps", "event_retention", "ws_queue_size",
                      "ws_ping_interval", "ws_max_subscriptions", "compensation_backoff",
                      "routing_interval", "routing_max_wait", "console_session_seconds",
-                     "audit_max_entries"):
+                     "audit_max_entries", "quota_submits_per_second", "quota_unfinished_jobs"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_var(name)} must be positive")
+        if not 0 <= self.quota_max_priority <= 100:
+            raise ConfigError("CHORDLINE_QUOTA_MAX_PRIORITY must be between 0 and 100")
         if self.secret_key and len(self.secret_key) < 32:
             raise ConfigError("CHORDLINE_SECRET_KEY must be at least 32 characters long")
         if not MACHINE_ID.match(self.machine_id):

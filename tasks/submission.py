@@ -23,6 +23,7 @@ from tasks.handlers.images import ImageJob
 from tasks.handlers.registry import HandlerRegistry
 from tasks.lifecycle import Lifecycle
 from tasks.machines import MachineStore
+from tasks.quotas import PriorityTooHigh, Quotas
 from tasks.routes import route_fields, route_for
 from tasks.settings import Settings
 from tasks.store import Job, JobStore, NewJob
@@ -76,11 +77,13 @@ class JobService:
     lifecycle: Lifecycle
     machines: MachineStore
     settings: Settings
+    quotas: Quotas
 
     def submit(self, tenant: str, request: Mapping[str, Any], correlation_id: str) -> Job:
         """Validate against the handler, store the job, publish it to its route's queue."""
         valid = self.validate(tenant, request)
         self._check_workflow(tenant, request)
+        self.admit(tenant, [request["priority"]])
         new = NewJob(
             tenant=tenant, type=valid.handler.type, prompt=request.get("prompt"),
             parameters=valid.parameters, priority=request["priority"],
@@ -149,6 +152,14 @@ class JobService:
         except ValueError as exc:
             raise InvalidJob({"requirements.model": [str(exc)]}) from None
         return Validated(handler, parameters, requirements, route_for(handler.type, requirements))
+
+    def admit(self, tenant: str, priorities: list[int]) -> None:
+        """The tenant's quotas (tasks/quotas.py): a priority above its ceiling is invalid
+        input; the rest raise QuotaExceeded (a 429)."""
+        try:
+            self.quotas.admit(tenant, priorities)
+        except PriorityTooHigh as exc:
+            raise InvalidJob({"priority": [str(exc)]}) from None
 
     def _check_limits(self, request: Mapping[str, Any]) -> dict[str, list[str]]:
         """The bounds every job obeys, standalone or a workflow's step."""

@@ -74,6 +74,10 @@ class WorkflowService:
                correlation_id: str) -> Workflow:
         """Validate every step, store the workflow, publish its canvas."""
         steps = self._validate(tenant, request, correlation_id)
+        try:
+            self.jobs.admit(tenant, [s.job.priority for s in steps])
+        except InvalidJob as exc:
+            raise InvalidWorkflow(exc.errors) from None
         layout = plan([s.depends_on for s in steps])
         new = NewWorkflow(
             tenant=tenant, name=request["name"].strip(), description=request.get("description"),

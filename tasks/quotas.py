@@ -1,0 +1,79 @@
+"""Per-tenant quotas: what one tenant may take of a shared fleet, checked where jobs enter.
+
+Redis runs with `noeviction`, so a tenant that filled it would make every tenant's
+writes fail; and one tenant's `priority: 100` flood would take every GPU slot.
+Each tenant (operators are exempt) therefore has, from Settings:
+
+- a submission rate: a token bucket in Redis (lua/rate_limit.lua), `rate` requests
+  a second with bursts of twice that, shared by every web process: 429
+  `RATE_LIMITED` with the seconds until a token is back;
+- a ceiling on unfinished jobs (pending and waiting): 429 `QUOTA_EXCEEDED` (read,
+  then checked, so concurrent submissions may pass it by their own size);
+- a priority ceiling: a job or step above it is a 400, not silently lowered.
+
+JobService and WorkflowService both call `admit`, so no entry point skips it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis
+
+from tasks import keys
+from tasks.scripts import Scripts
+from tasks.statuses import JobStatus
+
+
+class QuotaExceeded(Exception):
+    """Refused for now: `code` is RATE_LIMITED or QUOTA_EXCEEDED, `retry_after` seconds."""
+
+    def __init__(self, code: str, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class PriorityTooHigh(ValueError):
+    """A priority above the tenant's ceiling."""
+
+
+@dataclass(frozen=True)
+class QuotaPolicy:
+    submits_per_second: float
+    max_unfinished_jobs: int
+    max_priority: int
+
+
+class Quotas:
+    def __init__(self, client: redis.Redis, policy: QuotaPolicy) -> None:
+        self._redis = client
+        self._scripts = Scripts(client)
+        self.policy = policy
+
+    def admit(self, tenant: str, priorities: Iterable[int]) -> None:
+        """Let one submission of jobs with these priorities in, or raise why not."""
+        if tenant == keys.ALL_TENANTS:
+            return
+        priorities = list(priorities)
+        if max(priorities, default=0) > self.policy.max_priority:
+            raise PriorityTooHigh(f"priority must be at most {self.policy.max_priority}")
+        unfinished = self._unfinished(tenant)
+        if unfinished + len(priorities) > self.policy.max_unfinished_jobs:
+            raise QuotaExceeded("QUOTA_EXCEEDED", f"At most {self.policy.max_unfinished_jobs} "
+                                f"unfinished jobs per tenant ({unfinished} now); retry when "
+                                "some have finished", retry_after=10)
+        rate = self.policy.submits_per_second
+        taken, wait_ms = self._scripts.rate_limit(
+            keys=[f"{keys.PREFIX}:quota:submits:{tenant}"], args=[rate, 2 * rate, 1])
+        if not taken:
+            raise QuotaExceeded("RATE_LIMITED", f"At most {rate:g} submissions a second per "
+                                "tenant", retry_after=max(1, -(-int(wait_ms) // 1000)))
+
+    def _unfinished(self, tenant: str) -> int:
+        pipe = self._redis.pipeline(transaction=False)
+        for status in (JobStatus.PENDING, JobStatus.WAITING):
+            pipe.zcard(keys.status_index(tenant, status))
+        return sum(pipe.execute())

@@ -1,0 +1,73 @@
+"""Per-tenant quotas on a stack whose limits are small enough to reach."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from tests.support import overrides_from_env
+
+ECHO = {"type": "echo", "parameters": {"value": 1}}
+# A job no node can take: it stays pending, so it counts as unfinished.
+WAITS = {"type": "echo", "parameters": {"value": 1}, "requirements": {"labels": {"zone": "none"}}}
+
+
+@pytest.fixture
+def strict(stack_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[Flask]:
+    """An API whose quotas are small (the test's `quotas` marker may change them)."""
+    marker = request.node.get_closest_marker("quotas")
+    quotas = {"quota_submits_per_second": 2.0, "quota_unfinished_jobs": 3,
+              "quota_max_priority": 80, **(marker.kwargs if marker else {})}
+    app = create_app({**overrides_from_env(stack_env), **quotas})
+    services = app.extensions["chordline"]
+    for key in services.redis.scan_iter("chordline:quota:*"):
+        services.redis.delete(key)
+    yield app
+    app.extensions["event_hub"].stop()
+
+
+def submit(client: FlaskClient, body: dict[str, Any], key: str = "key-tenant-b") -> Any:
+    return client.post("/api/jobs/submit", json=body, headers={"x-api-key": key})
+
+
+@pytest.mark.quotas(quota_unfinished_jobs=1000)
+def test_a_burst_past_the_rate_is_429_with_retry_after(strict: Flask) -> None:
+    client = strict.test_client()
+    answers = [submit(client, ECHO) for _ in range(6)]
+    assert [a.status_code for a in answers[:4]] == [200] * 4  # a burst of twice the rate
+    refused = answers[-1]
+    assert (refused.status_code, refused.json["error"]["code"]) == (429, "RATE_LIMITED")
+    assert int(refused.headers["Retry-After"]) >= 1
+    # Operators are not limited
+    assert all(submit(client, ECHO, "key-operator").status_code == 200 for _ in range(6))
+
+
+def test_unfinished_jobs_past_the_quota_are_429(strict: Flask) -> None:
+    client = strict.test_client()
+    services = strict.extensions["chordline"]
+    assert services.redis.zcard("chordline:idx:stats:status:pending") == 0
+    answers = [submit(client, WAITS, "key-stats-only") for _ in range(4)]
+    assert [a.status_code for a in answers[:3]] == [200] * 3
+    assert (answers[3].status_code, answers[3].json["error"]["code"]) == (429, "QUOTA_EXCEEDED")
+    cancel = {"x-api-key": "key-stats-only"}
+    for answer in answers[:3]:
+        client.post(f"/api/jobs/{answer.json['job_id']}/cancel", json={}, headers=cancel)
+    # Finished jobs free the quota
+    again = submit(client, WAITS, "key-stats-only")
+    assert again.status_code == 200
+    client.post(f"/api/jobs/{again.json['job_id']}/cancel", json={}, headers=cancel)
+
+
+def test_a_priority_above_the_ceiling_is_refused_for_jobs_and_steps(strict: Flask) -> None:
+    client = strict.test_client()
+    job = submit(client, {**ECHO, "priority": 90})
+    workflow = client.post("/api/workflows", headers={"x-api-key": "key-tenant-b"}, json={
+        "name": "urgent", "steps": [{**ECHO, "priority": 95}]})
+    for answer in (job, workflow):
+        assert answer.status_code == 400
+        assert "priority must be at most 80" in answer.json["error"]["message"]
