@@ -8,8 +8,10 @@ who may read a file lives in Redis beside the jobs.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,10 +24,16 @@ from PIL import Image, UnidentifiedImageError
 from tasks import keys
 from tasks.clock import iso
 
+log = logging.getLogger(__name__)
+
 ARTIFACT_ID = re.compile(r"^[0-9a-f]{32}$")
 # The formats the API promises; Pillow's other decoders (many, some rarely audited)
 # never see a tenant's bytes.
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")
+# The sweep (ArtifactStore.sweep): its marker file, and how old an unrecorded file
+# must be before it counts as orphaned.
+SWEEP_MARKER = ".last-sweep"
+SWEEP_GRACE_SECONDS = 3600
 URL_PREFIX = "/api/artifacts/"
 
 
@@ -132,9 +140,51 @@ class ArtifactStore:
         deleted = pipe.execute()
         return sum(int(d) for d in deleted[:len(artifact_ids)])
 
+    def sweep(self, every: float, grace: float = SWEEP_GRACE_SECONDS) -> int:
+        """Delete the files whose records are gone (expired with the job retention, or
+        an upload's), and writes that crashed halfway; returns how many went.
+
+        At most once per `every` seconds per directory: a marker file in it says when
+        the last sweep began, so machines that share the directory take turns (and two
+        that race are harmless: a delete of a deleted file is nothing). A file younger
+        than `grace` is left alone: its record may be a moment behind it."""
+        if not self._claim_sweep(every):
+            return 0
+        cutoff = time.time() - grace
+        old = [p for p in self._root.glob("??/*") if p.suffix in (".png", ".part")
+               and _mtime(p) < cutoff]
+        removed = 0
+        for start in range(0, len(old), 500):
+            batch = old[start:start + 500]
+            pipe = self._redis.pipeline(transaction=False)
+            for path in batch:
+                pipe.exists(keys.artifact(path.stem))
+            for path, recorded in zip(batch, pipe.execute(), strict=True):
+                if path.suffix == ".part" or not recorded:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        if removed:
+            log.info("artifact sweep: removed %d files of expired records", removed)
+        return removed
+
+    def _claim_sweep(self, every: float) -> bool:
+        marker = self._root / SWEEP_MARKER
+        if time.time() - _mtime(marker) < every:
+            return False
+        self._root.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        return True
+
     def path(self, artifact: Artifact) -> Path:
         return self._root / artifact.path
 
     def load(self, artifact: Artifact) -> Image.Image:
         with Image.open(self.path(artifact)) as image:
             return image.convert("RGB")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

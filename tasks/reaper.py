@@ -4,8 +4,9 @@ A SIGKILLed worker fires no signal and, on Redis, its unacked messages return
 only after the visibility timeout. Every worker runs this reaper on a timer:
 jobs whose lease expired are queued again (or failed, once they have lost their
 worker `max_deliveries` times), jobs, workflows and compensations left in the
-outboxes (or whose compensation run's lease ran out) are published again, and
-the event log is trimmed to its retention. A workflow step
+outboxes (or whose compensation run's lease ran out) are published again, the
+event log is trimmed to its retention, and image files whose records expired
+are deleted. A workflow step
 goes out as the message it came in, so its workflow's canvas goes on after it.
 Running it on many workers at once is safe: each step is one atomic script.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import redis
 
 from tasks import keys
+from tasks.artifacts import ArtifactStore
 from tasks.clock import now_ms
 from tasks.dispatch import Dispatcher
 from tasks.events import EventLog
@@ -48,6 +50,8 @@ class Reaper:
     event_retention: int
     routes: RouteStore
     machines: MachineStore
+    artifacts: ArtifactStore
+    artifact_sweep_interval: float
 
     def tick(self) -> dict[str, int]:
         """One pass; returns how many jobs it requeued, failed and republished."""
@@ -72,6 +76,7 @@ class Reaper:
         self.events.trim(self.event_retention, now_ms())
         self._explain()
         self._prune()
+        self.artifacts.sweep(self.artifact_sweep_interval)
         return counts
 
     def _explain(self) -> None:

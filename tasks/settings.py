@@ -204,6 +204,11 @@ class Settings:
     secure_cookies: bool = field(
         default=False, metadata=_env("CHORDLINE_SECURE_COOKIES", _parse_bool)
     )
+    # How often a worker's reaper deletes the image files whose records expired (at
+    # most once per interval per artifact directory, however many machines share it).
+    artifact_sweep_interval: float = field(
+        default=3600.0, metadata=_env("CHORDLINE_ARTIFACT_SWEEP_INTERVAL", float)
+    )
     # Per-tenant quotas (tasks/quotas.py; operators are exempt): submissions a second
     # (bursts of twice that), unfinished (pending and waiting) jobs, highest priority.
     quota_submits_per_second: float = field(
@@ -239,7 +244,8 @@ class Settings:
                      "max_workflow_steps", "event_retention", "ws_queue_size",
                      "ws_ping_interval", "ws_max_subscriptions", "compensation_backoff",
                      "routing_interval", "routing_max_wait", "console_session_seconds",
-                     "audit_max_entries", "quota_submits_per_second", "quota_unfinished_jobs"):
+                     "audit_max_entries", "quota_submits_per_second", "quota_unfinished_jobs",
+                     "artifact_sweep_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_var(name)} must be positive")
         if not 0 <= self.quota_max_priority <= 100:

@@ -38,7 +38,8 @@ class WorkerHeartbeat:
                               services.dispatcher, services.workflows,
                               services.settings.job_retention, services.events,
                               services.settings.event_retention, services.routes,
-                              services.machines)
+                              services.machines, services.artifacts,
+                              services.settings.artifact_sweep_interval)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chordline-heartbeat",
                                         daemon=True)
