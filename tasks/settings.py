@@ -209,6 +209,11 @@ class Settings:
     artifact_sweep_interval: float = field(
         default=3600.0, metadata=_env("CHORDLINE_ARTIFACT_SWEEP_INTERVAL", float)
     )
+    # Hosts a webhook may reach although they resolve to private addresses
+    # (tasks/egress.py): a receiver inside your network; `make run` and the tests'.
+    webhook_allow_hosts: tuple[str, ...] = field(
+        default=(), metadata=_env("CHORDLINE_WEBHOOK_ALLOW_HOSTS", _parse_list)
+    )
     # Per-tenant quotas (tasks/quotas.py; operators are exempt): submissions a second
     # (bursts of twice that), unfinished (pending and waiting) jobs, highest priority.
     quota_submits_per_second: float = field(

@@ -14,6 +14,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from tasks import egress
 from tasks.artifacts import ArtifactStore, artifact_id_from_url
 from tasks.catalog import default_model
 from tasks.dispatch import Dispatcher
@@ -83,6 +84,7 @@ class JobService:
         """Validate against the handler, store the job, publish it to its route's queue."""
         valid = self.validate(tenant, request)
         self._check_workflow(tenant, request)
+        self.check_webhook(request.get("webhook_url"))
         self.admit(tenant, [request["priority"]])
         new = NewJob(
             tenant=tenant, type=valid.handler.type, prompt=request.get("prompt"),
@@ -152,6 +154,15 @@ class JobService:
         except ValueError as exc:
             raise InvalidJob({"requirements.model": [str(exc)]}) from None
         return Validated(handler, parameters, requirements, route_for(handler.type, requirements))
+
+    def check_webhook(self, url: str | None) -> None:
+        """A webhook must lead somewhere public (or to an allowed host): tasks/egress.py."""
+        if url is None:
+            return
+        try:
+            egress.check(url, self.settings.webhook_allow_hosts)
+        except egress.Forbidden as exc:
+            raise InvalidJob({"webhook_url": [f"not allowed: {exc}"]}) from None
 
     def admit(self, tenant: str, priorities: list[int]) -> None:
         """The tenant's quotas (tasks/quotas.py): a priority above its ceiling is invalid

@@ -75,6 +75,7 @@ class WorkflowService:
         """Validate every step, store the workflow, publish its canvas."""
         steps = self._validate(tenant, request, correlation_id)
         try:
+            self.jobs.check_webhook(request.get("webhook_url"))
             self.jobs.admit(tenant, [s.job.priority for s in steps])
         except InvalidJob as exc:
             raise InvalidWorkflow(exc.errors) from None

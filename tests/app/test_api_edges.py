@@ -128,3 +128,17 @@ def test_the_access_log_never_keeps_a_key_from_the_query_string(web: WebProcess)
     log = web.log_path.read_text()
     assert "/api/jobs?limit=1&api_key=[redacted]" in log and "ticket=[redacted]" in log
     assert "key-tenant" not in log and "secret-ticket-value" not in log
+
+
+@pytest.mark.parametrize("path", ["/api/jobs/submit", "/api/workflows"])
+def test_a_webhook_to_a_private_address_is_refused_at_submit(api: Api, path: str) -> None:
+    body: dict[str, object] = {"type": "echo", "parameters": {"value": 1}}
+    if path == "/api/workflows":
+        body = {"name": "hooked", "steps": [body]}
+    for url, accepted in (("http://169.254.169.254/latest/meta-data/", False),
+                          ("http://10.0.0.1:6379/", False),
+                          ("https://93.184.216.34/hook", True)):
+        response = api.request("POST", path, json={**body, "webhook_url": url})
+        assert (response.status_code == 200) is accepted, response.text
+        if not accepted:
+            assert "webhook_url: not allowed" in response.json()["error"]["message"]
