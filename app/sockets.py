@@ -14,6 +14,8 @@ import logging
 import queue
 import socket
 import threading
+import time
+import uuid
 from typing import Any
 
 import redis
@@ -24,10 +26,18 @@ from simple_websocket import ConnectionClosed, Server
 
 from app import payloads
 from app.auth import authenticate, check_origin
-from app.errors import flatten
-from app.event_hub import EVERYTHING, EventHub, HubUnavailable, Subscriber, Topic
+from app.errors import ApiError, flatten
+from app.event_hub import (
+    EVERYTHING,
+    EventHub,
+    HubUnavailable,
+    Subscriber,
+    Topic,
+    stream_of,
+)
 from app.metrics import WEBSOCKETS
 from app.schemas.sockets import SOCKET_MESSAGE
+from tasks.quotas import SEAT_SECONDS
 from tasks.services import Services, current_services
 from tasks.settings import OPERATOR_TENANT
 
@@ -43,8 +53,15 @@ POLICY_VIOLATION = 1008
 def authenticate_socket() -> None:
     # A signed-in console's cookie works too, from this site only (browsers send
     # cookies on a WebSocket handshake whatever page opens it).
-    if authenticate(allow_query_key=True).via == "console":
+    principal = authenticate(allow_query_key=True)
+    if principal.via == "console":
         check_origin()
+    # A tenant's sockets are bounded across every web process (tasks/quotas.py).
+    g.socket_id = uuid.uuid4().hex
+    quotas = current_services().jobs.quotas
+    if not quotas.seat(principal.tenant, g.socket_id):
+        raise ApiError(429, "QUOTA_EXCEEDED", f"At most {quotas.policy.max_websockets} "
+                       "WebSockets per tenant", retry_after=SEAT_SECONDS)
 
 
 @sock.route("/ws", bp=bp)
@@ -52,7 +69,7 @@ def events_socket(ws: Server) -> None:
     hub: EventHub = current_app.extensions["event_hub"]
     services = current_services()
     SocketSession(ws, Subscriber(g.tenant, services.settings.ws_queue_size), hub,
-                  services).run()
+                  services, g.socket_id).run()
 
 
 # The kernel's send buffer per socket. Left to autotuning it grows to megabytes,
@@ -62,7 +79,8 @@ SEND_BUFFER_BYTES = 64 * 1024
 
 
 class SocketSession:
-    def __init__(self, ws: Server, sub: Subscriber, hub: EventHub, services: Services) -> None:
+    def __init__(self, ws: Server, sub: Subscriber, hub: EventHub, services: Services,
+                 socket_id: str) -> None:
         with contextlib.suppress(OSError, AttributeError):
             ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self._ws = ws
@@ -70,6 +88,8 @@ class SocketSession:
         self._hub = hub
         self._s = services
         self._closed = threading.Event()
+        self._socket_id = socket_id
+        self._seat_renewed = time.monotonic()
 
     def run(self) -> None:
         reader = threading.Thread(target=self._read, name="chordline-ws-reader", daemon=True)
@@ -81,9 +101,12 @@ class SocketSession:
             WEBSOCKETS.dec()
             self._closed.set()
             self._hub.detach(self._sub)
+            with contextlib.suppress(redis.RedisError):
+                self._s.jobs.quotas.unseat(self._sub.tenant, self._socket_id)
 
     def _write(self) -> None:
         while not self._closed.is_set():
+            self._renew_seat()
             if self._sub.too_slow:
                 self._ws.close(TRY_AGAIN_LATER, "Too slow: events were dropped; "
                                                 "reconnect with since to resume")
@@ -97,6 +120,13 @@ class SocketSession:
             if message is None:
                 return
             self._ws.send(message)
+
+    def _renew_seat(self) -> None:
+        if time.monotonic() - self._seat_renewed < SEAT_SECONDS / 3:
+            return
+        self._seat_renewed = time.monotonic()
+        with contextlib.suppress(redis.RedisError):  # a Redis blip must not close the socket
+            self._s.jobs.quotas.seat(self._sub.tenant, self._socket_id)
 
     def _read(self) -> None:
         try:
@@ -134,6 +164,11 @@ class SocketSession:
             return self._reply_error("TOO_MANY_SUBSCRIPTIONS", "At most "
                                      f"{self._s.settings.ws_max_subscriptions} per socket")
         since = message.get("since")
+        if since is not None and self._replay_too_long(topic, since):
+            most = self._s.jobs.quotas.policy.max_replay_events
+            return self._reply_error("QUOTA_EXCEEDED", f"That replay is longer than {most} "
+                                     "events: page through the /events endpoints, then "
+                                     "subscribe from the last id")
         # Acknowledged first, so the replay and the live events follow it.
         self._reply({"type": "subscribed", **subject, "since": since})
         try:
@@ -142,6 +177,12 @@ class SocketSession:
             self._hub.unfollow(self._sub, topic)
             self._reply_error("EVENTS_UNAVAILABLE", "Live events are unavailable; retry later")
         return None
+
+    def _replay_too_long(self, topic: Topic, since: str) -> bool:
+        quotas = self._s.jobs.quotas
+        waiting = self._s.events.count_after(stream_of(topic), since,
+                                             quotas.policy.max_replay_events + 1)
+        return not quotas.replay_allowed(self._sub.tenant, waiting)
 
     def _topic(self, message: dict[str, Any]) -> Topic | None:
         """The topic a message names, if this tenant may follow it (else an error reply)."""

@@ -189,8 +189,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         server = RedisServer(tmp / "redis").start()
+        # One tenant holds every socket here: its WebSocket quota must allow them all.
         env = settings_env(server.url, tmp / "artifacts", CHORDLINE_API_KEYS=f"{KEY}=bench",
-                           CHORDLINE_LOG_LEVEL="WARNING")
+                           CHORDLINE_LOG_LEVEL="WARNING",
+                           CHORDLINE_QUOTA_WEBSOCKETS=str(args.sockets + 10))
         services: Services = create_app(overrides_from_env(env)).extensions["chordline"]
         api = Api(env, (tmp / "api.log").open("wb"))
         try:

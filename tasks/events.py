@@ -132,6 +132,12 @@ class EventLog:
         return [ordered({**json.loads(fields["event"]), "id": entry_id})
                 for entry_id, fields in reversed(entries)]
 
+    def count_after(self, stream: str, since: str, limit: int) -> int:
+        """How many events follow `since`, counting no further than `limit`."""
+        entries = self._redis.xrange(stream, f"({since}" if since != "0" else "-", "+",
+                                     count=limit)
+        return len(cast(list[Any], entries))
+
     def last_id(self, stream: str) -> str:
         """The newest event's id (`0` for none): where a live feed that starts now resumes."""
         entries = cast(list[tuple[str, Any]], self._redis.xrevrange(stream, count=1))

@@ -9,7 +9,11 @@ Each tenant (operators are exempt) therefore has, from Settings:
   `RATE_LIMITED` with the seconds until a token is back;
 - a ceiling on unfinished jobs (pending and waiting): 429 `QUOTA_EXCEEDED` (read,
   then checked, so concurrent submissions may pass it by their own size);
-- a priority ceiling: a job or step above it is a 400, not silently lowered.
+- a priority ceiling: a job or step above it is a 400, not silently lowered;
+- WebSocket seats, shared by every web process (lua/socket_seat.lua): a socket
+  renews its seat while it lives, so a crashed process's seats free themselves;
+- a longest replay per subscription (a client may not ask for a day of history
+  over a socket; the paged /events endpoints serve that).
 
 JobService and WorkflowService both call `admit`, so no entry point skips it.
 """
@@ -45,6 +49,12 @@ class QuotaPolicy:
     submits_per_second: float
     max_unfinished_jobs: int
     max_priority: int
+    max_websockets: int = 100
+    max_replay_events: int = 10_000
+
+
+# A seat lives this long unless its socket renews it (every third of it).
+SEAT_SECONDS = 60
 
 
 class Quotas:
@@ -71,6 +81,20 @@ class Quotas:
         if not taken:
             raise QuotaExceeded("RATE_LIMITED", f"At most {rate:g} submissions a second per "
                                 "tenant", retry_after=max(1, -(-int(wait_ms) // 1000)))
+
+    def seat(self, tenant: str, socket_id: str) -> bool:
+        """Take or renew a WebSocket seat for the tenant; False when all are taken."""
+        if tenant == keys.ALL_TENANTS:
+            return True
+        return bool(self._scripts.socket_seat(
+            keys=[f"{keys.PREFIX}:quota:sockets:{tenant}"],
+            args=[socket_id, self.policy.max_websockets, SEAT_SECONDS * 1000]))
+
+    def unseat(self, tenant: str, socket_id: str) -> None:
+        self._redis.zrem(f"{keys.PREFIX}:quota:sockets:{tenant}", socket_id)
+
+    def replay_allowed(self, tenant: str, waiting: int) -> bool:
+        return tenant == keys.ALL_TENANTS or waiting <= self.policy.max_replay_events
 
     def _unfinished(self, tenant: str) -> int:
         pipe = self._redis.pipeline(transaction=False)

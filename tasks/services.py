@@ -94,9 +94,9 @@ class Services:
                                   settings.max_image_side)
         dispatcher = Dispatcher(celery, lifecycle, settings.queue, settings.broker_is_redis)
         machines = MachineStore(client, settings.liveness_seconds, settings.job_retention)
-        quotas = Quotas(client, QuotaPolicy(settings.quota_submits_per_second,
-                                            settings.quota_unfinished_jobs,
-                                            settings.quota_max_priority))
+        quotas = Quotas(client, QuotaPolicy(
+            settings.quota_submits_per_second, settings.quota_unfinished_jobs,
+            settings.quota_max_priority, settings.quota_websockets, settings.quota_replay_events))
         jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, machines, settings,
                           quotas)
         workflow_store = WorkflowStore(client, store, settings.job_retention)

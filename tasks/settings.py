@@ -225,6 +225,10 @@ class Settings:
     quota_max_priority: int = field(
         default=100, metadata=_env("CHORDLINE_QUOTA_MAX_PRIORITY", int)
     )
+    quota_websockets: int = field(default=100, metadata=_env("CHORDLINE_QUOTA_WEBSOCKETS", int))
+    quota_replay_events: int = field(
+        default=10_000, metadata=_env("CHORDLINE_QUOTA_REPLAY_EVENTS", int)
+    )
     # Where each gunicorn worker keeps its own metrics for /metrics to sum
     # (prometheus_client's multiprocess mode; app/gunicorn_conf.py sets one up).
     prometheus_multiproc_dir: str = field(default="", metadata=_env("PROMETHEUS_MULTIPROC_DIR"))
@@ -250,7 +254,7 @@ class Settings:
                      "ws_ping_interval", "ws_max_subscriptions", "compensation_backoff",
                      "routing_interval", "routing_max_wait", "console_session_seconds",
                      "audit_max_entries", "quota_submits_per_second", "quota_unfinished_jobs",
-                     "artifact_sweep_interval"):
+                     "artifact_sweep_interval", "quota_websockets", "quota_replay_events"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_var(name)} must be positive")
         if not 0 <= self.quota_max_priority <= 100:

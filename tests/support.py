@@ -85,8 +85,9 @@ def settings_env(redis_url: str, artifact_dir: Path, **extra: str) -> dict[str, 
         # CPU-only test workers whatever the host has; fleet tests declare their GPUs.
         "CHORDLINE_GPUS": "none",
         "CHORDLINE_ROUTING_INTERVAL": "0.25",
-        # The tests submit in bursts; tests/app/test_quotas.py sets its own quotas.
+        # The tests and benchmarks submit in bursts; tests/app/test_quotas.py sets its own.
         "CHORDLINE_QUOTA_SUBMITS_PER_SECOND": "10000",
+        "CHORDLINE_QUOTA_UNFINISHED_JOBS": "1000000",
         **extra,
     }
 

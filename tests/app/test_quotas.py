@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from simple_websocket import ConnectionError as HandshakeRefused
 
 from app import create_app
-from tests.support import overrides_from_env
+from tests.support import Api, LiveServer, Socket, overrides_from_env, wait_for
 
 ECHO = {"type": "echo", "parameters": {"value": 1}}
 # A job no node can take: it stays pending, so it counts as unfinished.
@@ -71,3 +72,36 @@ def test_a_priority_above_the_ceiling_is_refused_for_jobs_and_steps(strict: Flas
     for answer in (job, workflow):
         assert answer.status_code == 400
         assert "priority must be at most 80" in answer.json["error"]["message"]
+
+
+@pytest.mark.quotas(quota_websockets=2, quota_replay_events=3)
+def test_a_tenants_sockets_and_replays_are_bounded(strict: Flask, api: Api) -> None:
+    server = LiveServer(strict).start()
+    sockets: list[Socket] = []
+    try:
+        sockets = [Socket(server.url, "key-tenant-a") for _ in range(2)]
+        with pytest.raises(HandshakeRefused) as refused:
+            Socket(server.url, "key-tenant-a")
+        assert refused.value.status_code == 429
+        operator = Socket(server.url, "key-operator")  # operators are not bounded
+        operator.close()
+        # A job's history longer than the cap is refused over the socket, not replayed
+        job_id = api.submit_ok({"type": "sleep", "parameters": {"seconds": 0.3}})
+        api.wait(job_id)
+        answer = sockets[0].subscribe(job_id=job_id, since="0")
+        assert (answer["type"], answer["code"]) == ("error", "QUOTA_EXCEEDED")
+        # A closed socket frees its seat at once
+        sockets.pop().close()
+        wait_for(lambda: _opens(server.url), 5, message="the freed seat")
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
+
+
+def _opens(url: str) -> bool:
+    try:
+        Socket(url, "key-tenant-a").close()
+    except HandshakeRefused:
+        return False
+    return True

@@ -76,6 +76,18 @@
     };
   }
 
+  /* Re-read `path` and apply the answer, unless a later read's answer is already applied:
+   * two reads in flight may answer out of order, and a stale one must not win. */
+  function reader(path, apply) {
+    var asked = 0, shown = 0;
+    return function () {
+      var mine = ++asked;
+      api('GET', path).then(function (json) {
+        if (mine > shown) { shown = mine; apply(json); }
+      });
+    };
+  }
+
   function notice(text, kind) {
     var box = byId('notice');
     box.textContent = text;
@@ -215,7 +227,7 @@
       });
     }
     render(data);
-    var refresh = debounce(function () { api('GET', '/api/overview').then(render); }, 500);
+    var refresh = debounce(reader('/api/overview', render), 500);
     new Live({all: true}, refresh, refresh);
   };
 
@@ -261,9 +273,7 @@
       byId('no-machines').hidden = machines.length > 0;
     }
     render(data.machines);
-    var refresh = debounce(function () {
-      api('GET', '/api/machines').then(function (json) { render(json.machines); });
-    }, 400);
+    var refresh = debounce(reader('/api/machines', function (json) { render(json.machines); }), 400);
     new Live({all: true}, function (event) {
       if (/^(machine|worker)\./.test(event.type) || /^job\.(started|completed|failed|cancelled)$/.test(event.type)) refresh();
     }, refresh);
@@ -362,14 +372,14 @@
       body.insertBefore(row(w), body.firstChild);
     }
     data.workflows.forEach(function (w) { body.appendChild(row(w)); });
-    var due = {};
+    var due = {}, readers = {};
     var refresh = debounce(function () {
       Object.keys(due).forEach(function (id) {
         var tenant = due[id];
         delete due[id];
-        api('GET', '/api/workflows/' + encodeURIComponent(id) + '/status').then(function (json) {
-          upsert(Object.assign({tenant: tenant}, json.workflow));
-        });
+        readers[id] = readers[id] || reader('/api/workflows/' + encodeURIComponent(id) + '/status',
+          function (json) { upsert(Object.assign({tenant: tenant}, json.workflow)); });
+        readers[id]();
       });
     }, 300);
     new Live({all: true}, function (event) {
@@ -444,9 +454,7 @@
     ChordlineDag.render(svg, nodes(data.steps), statuses(data.steps));
     render(data);
     data.events.filter(fresh).forEach(addSaga);
-    var refresh = debounce(function () {
-      api('GET', '/api/workflows/' + encodeURIComponent(wf.id) + '/status').then(render);
-    }, 150);
+    var refresh = debounce(reader('/api/workflows/' + encodeURIComponent(wf.id) + '/status', render), 150);
     if (canAct) {
       var path = '/api/workflows/' + encodeURIComponent(wf.id);
       document.querySelectorAll('[data-action]').forEach(function (button) {
