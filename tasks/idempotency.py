@@ -6,7 +6,7 @@ with another body, it is refused. The first request claims the key atomically
 (lua/idempotency_claim.lua), so of two concurrent requests only one runs and the
 other waits for its answer. A claim lasts `CLAIM_SECONDS` until the answer is
 stored, so a request that crashed halfway frees its key instead of blocking it
-for a day; an answer that says "try again" (5xx) is not kept at all.
+for a day; an answer that says "try again" (429, 5xx) is not kept at all.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from tasks.scripts import Scripts
 
 RETENTION_SECONDS = 24 * 3600
 CLAIM_SECONDS = 60
+RETRY_LATER = frozenset({409, 429})
 
 
 class Claim(StrEnum):
@@ -56,8 +57,9 @@ class IdempotencyStore:
         return Outcome(Claim(state))
 
     def answer(self, record: str, status: int, body: str) -> None:
-        """Keep the answer for a day; a 5xx frees the key for a retry instead."""
-        if status >= 500:
+        """Keep the answer for a day; one that says "try again later" (429, 5xx) frees
+        the key instead, so the retry it asks for can run."""
+        if status >= 500 or status in RETRY_LATER:
             self._redis.delete(record)
             return
         pipe = self._redis.pipeline()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from tasks.idempotency import CLAIM_SECONDS, RETENTION_SECONDS, Claim, IdempotencyStore
@@ -20,9 +21,10 @@ def test_a_claim_lives_a_minute_and_an_answer_a_day(client: redis.Redis) -> None
     assert CLAIM_SECONDS < client.ttl(record) <= RETENTION_SECONDS
 
 
-def test_an_answer_that_says_try_again_frees_the_key(client: redis.Redis) -> None:
+@pytest.mark.parametrize("status", [429, 503])
+def test_an_answer_that_says_try_again_frees_the_key(client: redis.Redis, status: int) -> None:
     store = IdempotencyStore(client)
-    record = store.record("t1", "key-2")
+    record = store.record("t1", f"key-{status}")
     store.claim(record, "fp")
-    store.answer(record, 503, "{}")
+    store.answer(record, status, "{}")
     assert store.claim(record, "fp").claim == Claim.CLAIMED
