@@ -7,10 +7,10 @@ the environment like every other process setting.
 
 import glob
 import os
-import re
 import shutil
 import tempfile
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from gunicorn.glogging import Logger
 
@@ -52,15 +52,33 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 # A WebSocket client may still put its key in the URL (`/ws?api_key=`): the access
-# log never keeps a query string's credentials.
-SECRET_PARAMS = re.compile(r"((?:^|[?&])(?:api_key|ticket)=)[^&\s]*", re.IGNORECASE)
+# log never keeps a query string's credentials, whatever their spelling (the app
+# decodes `api%5Fkey` to `api_key`, so the log must too).
+SECRET_PARAMS = frozenset({"api_key", "ticket"})
+
+
+def redact_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(name.lower() in SECRET_PARAMS for name, _ in pairs):
+        return query
+    return urlencode([(name, "[redacted]" if name.lower() in SECRET_PARAMS else value)
+                      for name, value in pairs], safe="[]/:")
+
+
+def redact_request_line(line: str) -> str:
+    method, _, rest = line.partition(" ")
+    uri, _, protocol = rest.partition(" ")
+    path, question, query = uri.partition("?")
+    return f"{method} {path}{question}{redact_query(query)} {protocol}" if question else line
 
 
 class RedactingLogger(Logger):
     def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
         atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
-        for name in ("r", "q"):
-            atoms[name] = SECRET_PARAMS.sub(r"\1[redacted]", atoms.get(name, ""))
+        atoms["r"] = redact_request_line(atoms.get("r", ""))
+        atoms["q"] = redact_query(atoms.get("q", ""))
+        for name in ("{raw_uri}e", "{query_string}e"):
+            atoms.pop(name, None)
         return atoms
 
 

@@ -64,8 +64,17 @@ def authenticate_socket() -> None:
                        "WebSockets per tenant", retry_after=SEAT_SECONDS)
 
 
+@bp.teardown_request
+def free_unused_seat(_exc: BaseException | None = None) -> None:
+    """A handshake that never became a socket gives its seat back at once."""
+    if g.get("socket_id") and not g.get("socket_started"):
+        with contextlib.suppress(redis.RedisError):
+            current_services().jobs.quotas.unseat(g.tenant, g.socket_id)
+
+
 @sock.route("/ws", bp=bp)
 def events_socket(ws: Server) -> None:
+    g.socket_started = True
     hub: EventHub = current_app.extensions["event_hub"]
     services = current_services()
     SocketSession(ws, Subscriber(g.tenant, services.settings.ws_queue_size), hub,

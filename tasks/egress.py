@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Ranges the ipaddress module does not call private but no webhook should reach.
 BLOCKED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "255.255.255.255/32"))
+    "0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.88.99.0/24", "198.18.0.0/15",
+    "255.255.255.255/32", "fec0::/10"))
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -90,4 +91,6 @@ def forbidden_reason(address: IPAddress) -> str | None:
             return name
     if any(address in net for net in BLOCKED_NETWORKS if net.version == address.version):
         return "a shared or special-purpose address"
+    if not address.is_global:
+        return "not a public address"
     return None

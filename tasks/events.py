@@ -62,7 +62,8 @@ FIELDS = ("type", "ts", "tenant", "job_id", "workflow_id", "step_index", "correl
           "worker", "data")
 EVENT_ID = re.compile(r"^\d{1,20}(-\d{1,20})?\Z")
 MAX_PAGE = 10_000
-MAX_ID_PART = 2**64 - 1
+# The last id Redis could hold has no id after it: an exclusive range from it fails.
+MAX_ID_PART = 2**64 - 2
 
 
 class InvalidEventId(ValueError):

@@ -5,8 +5,8 @@ the same key with the same body answers the first response and creates nothing;
 with another body, it is refused. The first request claims the key atomically
 (lua/idempotency_claim.lua), so of two concurrent requests only one runs and the
 other waits for its answer. A claim lasts `CLAIM_SECONDS` until the answer is
-stored, so a request that crashed halfway frees its key instead of blocking it
-for a day; an answer that says "try again" (429, 5xx) is not kept at all.
+stored, so a request that crashed halfway frees its key (after three minutes)
+instead of blocking it for a day; an answer that says "try again" (429, 5xx) is not kept at all.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from tasks import keys
 from tasks.scripts import Scripts
 
 RETENTION_SECONDS = 24 * 3600
-CLAIM_SECONDS = 60
+# Longer than any request may run (a Prefer: wait of 60 s included), so a claim
+# never lapses under a live request and lets a retry create a second job.
+CLAIM_SECONDS = 180
 RETRY_LATER = frozenset({409, 429})
 
 

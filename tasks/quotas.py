@@ -77,7 +77,7 @@ class Quotas:
                                 "some have finished", retry_after=10)
         rate = self.policy.submits_per_second
         taken, wait_ms = self._scripts.rate_limit(
-            keys=[f"{keys.PREFIX}:quota:submits:{tenant}"], args=[rate, 2 * rate, 1])
+            keys=[f"{keys.PREFIX}:quota:submits:{tenant}"], args=[rate, max(1.0, 2 * rate), 1])
         if not taken:
             raise QuotaExceeded("RATE_LIMITED", f"At most {rate:g} submissions a second per "
                                 "tenant", retry_after=max(1, -(-int(wait_ms) // 1000)))

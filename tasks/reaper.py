@@ -14,7 +14,8 @@ Running it on many workers at once is safe: each step is one atomic script.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import redis
 
@@ -52,6 +53,7 @@ class Reaper:
     machines: MachineStore
     artifacts: ArtifactStore
     artifact_sweep_interval: float
+    _sweeper: threading.Thread | None = field(default=None, init=False)
 
     def tick(self) -> dict[str, int]:
         """One pass; returns how many jobs it requeued, failed and republished."""
@@ -76,8 +78,21 @@ class Reaper:
         self.events.trim(self.event_retention, now_ms())
         self._explain()
         self._prune()
-        self.artifacts.sweep(self.artifact_sweep_interval)
+        self._sweep_artifacts()
         return counts
+
+    def _sweep_artifacts(self) -> None:
+        """In a thread of its own (a large directory must not delay the heartbeat), and
+        never against a Redis that has lost its data (no job was ever counted): every
+        file would look orphaned."""
+        if self._sweeper is not None and self._sweeper.is_alive():
+            return
+        if not self.client.exists(keys.SEQUENCE):
+            return
+        self._sweeper = threading.Thread(
+            target=self.artifacts.sweep, args=(self.artifact_sweep_interval,),
+            name="chordline-artifact-sweep", daemon=True)
+        self._sweeper.start()
 
     def _explain(self) -> None:
         """On one worker at a time: say why jobs wait that no online machine can run,

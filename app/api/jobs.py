@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from flask import Response, g, jsonify
 
 from app.api import api_blueprint, json_body, query
@@ -44,7 +45,10 @@ def submit() -> dict[str, Any] | Response:
         return {"success": True, "job_id": job.id, "status": SUBMITTED}
     # Prefer: wait: the answer is the job as it stands when final or when the wait ends.
     wait_until_final(job.id, current_tenant(), wait)
-    found = services.store.get(job.id)
+    try:
+        found = services.store.get(job.id)
+    except redis.RedisError:  # the job exists: say so, rather than a 503 that invites a retry
+        found = None
     body = JOB.dump(found.fields) if found else {"status": SUBMITTED}
     return applied(jsonify({"success": True, "job_id": job.id, "status": body["status"],
                             "job": body}), wait)

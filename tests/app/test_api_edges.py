@@ -16,6 +16,8 @@ from simple_websocket import ConnectionError as HandshakeRefused
 from tests.support import Api, LiveServer, WebProcess, WorkerProcess
 
 DEEP = "[" * 100_000 + "]" * 100_000
+# Under the parser's limit, far over any request's real depth (and the encoder's).
+NESTED = '{"type": "echo", "parameters": {"value": ' + "[" * 900 + "]" * 900 + "}}"
 # Past the parser's recursion limit, yet within a socket message's 64 KiB.
 DEEP_MESSAGE = "[" * 30_000 + "]" * 30_000
 
@@ -27,8 +29,10 @@ def ws_url(server: LiveServer | WebProcess, query: str) -> str:
 @pytest.mark.parametrize("path", ["/api/jobs/submit", "/api/workflows"])
 def test_a_body_nested_past_the_parser_is_invalid_json(anonymous: Api, api: Api,
                                                        path: str) -> None:
-    response = api.request("POST", path, data=DEEP, headers={"content-type": "application/json"})
-    assert (response.status_code, response.json()["error"]["code"]) == (400, "INVALID_JSON")
+    for body in (DEEP, NESTED):
+        response = api.request("POST", path, data=body,
+                               headers={"content-type": "application/json"})
+        assert (response.status_code, response.json()["error"]["code"]) == (400, "INVALID_JSON")
 
 
 def test_a_socket_survives_a_message_nested_past_the_parser(live_server: LiveServer,
@@ -89,7 +93,8 @@ def test_a_malformed_id_is_not_found(api: Api, path: str, code: str) -> None:
 
 def test_an_event_id_beyond_redis_is_a_400_not_a_503(api: Api) -> None:
     job_id = api.submit_ok({"type": "echo", "parameters": {"value": 1}})
-    for since in ("99999999999999999999", "1-99999999999999999999", "1\n"):
+    for since in ("99999999999999999999", "1-99999999999999999999", "1\n",
+                  "18446744073709551615-18446744073709551615"):
         response = api.request("GET", f"/api/jobs/{job_id}/events", params={"since": since})
         assert (response.status_code, response.json()["error"]["code"]) == (400, "INVALID_QUERY")
 
@@ -123,6 +128,7 @@ def test_the_access_log_never_keeps_a_key_from_the_query_string(web: WebProcess)
     ws = Client.connect(ws_url(web, "api_key=key-tenant-a"))
     ws.close()
     requests.get(f"{web.url}/api/jobs?limit=1&api_key=key-tenant-b", timeout=5)
+    requests.get(f"{web.url}/api/jobs?api%5Fkey=key-tenant-b", timeout=5)  # decoded by the app
     requests.get(f"{web.url}/health?ticket=secret-ticket-value", timeout=5)
     web.stop()
     log = web.log_path.read_text()

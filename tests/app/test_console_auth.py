@@ -20,6 +20,9 @@ def test_viewer_keys_read_what_operators_read_and_change_nothing(live_server: Li
     refused = requests.post(f"{live_server.url}/api/jobs/submit", headers=viewer, timeout=5,
                             json={"type": "echo", "parameters": {"value": 1}})
     assert (refused.status_code, refused.json()["error"]["code"]) == (403, "FORBIDDEN")
+    # A ticket to read events with is a POST a viewer may make
+    assert requests.post(f"{live_server.url}/api/ws-tickets", headers=viewer,
+                         timeout=5).status_code == 201
     tenant = requests.get(f"{live_server.url}/api/overview",
                           headers={"x-api-key": "key-tenant-a"}, timeout=5)
     assert tenant.status_code == 403

@@ -28,6 +28,8 @@ from tasks import egress
     ("http://[64:ff9b::a9fe:a9fe]/hook", "link-local"),  # NAT64 of 169.254.169.254
     ("http://[2002:7f00:1::]/hook", "loopback (inside an IPv6 address)"),  # 6to4 of 127.0.0.1
     ("http://2130706433/hook", "loopback"),  # 127.0.0.1 as one number
+    ("http://[fec0::1]/hook", "shared or special-purpose"),  # site-local
+    ("http://192.88.99.1/hook", "shared or special-purpose"),  # 6to4 relay anycast
 ])
 def test_a_forbidden_address_class_is_refused_with_its_reason(url: str, reason: str) -> None:
     with pytest.raises(egress.Forbidden, match="resolves to .*" + reason.split(" (")[0]):
