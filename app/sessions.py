@@ -23,11 +23,11 @@ from tasks import keys
 from tasks.settings import Settings
 
 COOKIE = "chordline_session"
-SECRET = f"{keys.PREFIX}:console:secret"
-SESSION_PREFIX = f"{keys.PREFIX}:console:session:"
+SECRET = keys.CONSOLE_SECRET
+SESSION_PREFIX = keys.CONSOLE_SESSION_PREFIX
 # Refused sign-ins an address may make before it waits LOCKOUT_SECONDS (keys are
 # long random strings: this slows guessing, it does not replace long keys).
-FAILURES_PREFIX = f"{keys.PREFIX}:console:refused:"
+FAILURES_PREFIX = keys.CONSOLE_REFUSED_PREFIX
 MAX_REFUSALS = 20
 LOCKOUT_SECONDS = 300
 

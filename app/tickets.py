@@ -17,7 +17,7 @@ import redis
 
 from tasks import keys
 
-TICKET_PREFIX = f"{keys.PREFIX}:ws-ticket:"
+TICKET_PREFIX = keys.WS_TICKET_PREFIX
 TICKET_SECONDS = 60
 
 

@@ -15,7 +15,7 @@ import redis
 
 from tasks import keys
 
-AUDIT_LOG = f"{keys.PREFIX}:audit"
+AUDIT_LOG = keys.AUDIT_LOG
 
 
 class AuditLog:

@@ -90,6 +90,11 @@ def is_event_id(text: str) -> bool:
     return True
 
 
+def after(since: str) -> str:
+    """The start of an XRANGE that begins just after `since` (`0`: the beginning)."""
+    return f"({since}" if since != "0" else "-"
+
+
 def database_of(client: redis.Redis) -> int:
     return int(client.connection_pool.connection_kwargs.get("db", 0))
 
@@ -122,7 +127,7 @@ class EventLog:
         """Up to `limit` events of `stream` after `since` (exclusive), oldest first."""
         parse_id(since)
         entries = cast(list[tuple[str, dict[str, str]]], self._redis.xrange(
-            stream, f"({since}" if since != "0" else "-", "+", count=min(limit, MAX_PAGE)))
+            stream, after(since), "+", count=min(limit, MAX_PAGE)))
         return [ordered({**json.loads(fields["event"]), "id": entry_id})
                 for entry_id, fields in entries]
 
@@ -135,8 +140,7 @@ class EventLog:
 
     def count_after(self, stream: str, since: str, limit: int) -> int:
         """How many events follow `since`, counting no further than `limit`."""
-        entries = self._redis.xrange(stream, f"({since}" if since != "0" else "-", "+",
-                                     count=limit)
+        entries = self._redis.xrange(stream, after(since), "+", count=limit)
         return len(cast(list[Any], entries))
 
     def last_id(self, stream: str) -> str:

@@ -49,7 +49,7 @@ class IdempotencyStore:
     @staticmethod
     def record(tenant: str, key: str) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()
-        return f"{keys.PREFIX}:idempotency:{tenant}:{digest}"
+        return keys.idempotency(tenant, digest)
 
     def claim(self, record: str, fingerprint: str) -> Outcome:
         state, *answer = self._scripts.idempotency_claim(keys=[record],

@@ -142,3 +142,34 @@ def artifact(artifact_id: str) -> str:
 
 def job_artifacts(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:artifacts"
+
+
+# Fleet-wide counts for /metrics and the console (tasks/metrics.py).
+METRICS_COUNTS = f"{PREFIX}:metrics:counts"
+METRICS_HISTOGRAMS = f"{PREFIX}:metrics:histograms"
+METRICS_EVENTS = f"{PREFIX}:metrics:events"
+METRICS_CELERY = f"{PREFIX}:metrics:celery"
+METRICS_MINUTE_PREFIX = f"{PREFIX}:metrics:minute:"
+# Every operator action (tasks/audit.py).
+AUDIT_LOG = f"{PREFIX}:audit"
+# The console's signing secret, sessions and refused sign-ins by address (app/sessions.py).
+CONSOLE_SECRET = f"{PREFIX}:console:secret"
+CONSOLE_SESSION_PREFIX = f"{PREFIX}:console:session:"
+CONSOLE_REFUSED_PREFIX = f"{PREFIX}:console:refused:"
+# Single-use WebSocket tickets (app/tickets.py).
+WS_TICKET_PREFIX = f"{PREFIX}:ws-ticket:"
+
+
+def idempotency(tenant: str, key_digest: str) -> str:
+    """An Idempotency-Key's record, scoped to its tenant (tasks/idempotency.py)."""
+    return f"{PREFIX}:idempotency:{tenant}:{key_digest}"
+
+
+def quota_submits(tenant: str) -> str:
+    """The tenant's submission token bucket (tasks/quotas.py)."""
+    return f"{PREFIX}:quota:submits:{tenant}"
+
+
+def quota_sockets(tenant: str) -> str:
+    """The tenant's connection seats: socket id -> expiry, ms (tasks/quotas.py)."""
+    return f"{PREFIX}:quota:sockets:{tenant}"

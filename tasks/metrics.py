@@ -33,11 +33,11 @@ import redis
 from tasks import keys
 from tasks.statuses import JobStatus
 
-COUNTS = f"{keys.PREFIX}:metrics:counts"
-HISTOGRAMS = f"{keys.PREFIX}:metrics:histograms"
-EVENTS = f"{keys.PREFIX}:metrics:events"
-CELERY = f"{keys.PREFIX}:metrics:celery"
-MINUTE_PREFIX = f"{keys.PREFIX}:metrics:minute:"
+COUNTS = keys.METRICS_COUNTS
+HISTOGRAMS = keys.METRICS_HISTOGRAMS
+EVENTS = keys.METRICS_EVENTS
+CELERY = keys.METRICS_CELERY
+MINUTE_PREFIX = keys.METRICS_MINUTE_PREFIX
 MINUTE_TTL_SECONDS = 2 * 3600
 SUBMITTED = "submitted"
 JOB_OUTCOMES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SKIPPED)

@@ -4,11 +4,13 @@ Redis runs with `noeviction`, so a tenant that filled it would make every tenant
 writes fail; and one tenant's `priority: 100` flood would take every GPU slot.
 Each tenant (operators are exempt) therefore has, from Settings:
 
-- a submission rate: a token bucket in Redis (lua/rate_limit.lua), `rate` requests
-  a second with bursts of twice that, shared by every web process: 429
-  `RATE_LIMITED` with the seconds until a token is back;
-- a ceiling on unfinished jobs (pending and waiting): 429 `QUOTA_EXCEEDED` (read,
-  then checked, so concurrent submissions may pass it by their own size);
+- a ceiling on unfinished jobs (pending and waiting): 429 `QUOTA_EXCEEDED`
+  (counted when the submission is admitted, so concurrent ones may pass it by
+  their own size);
+- a submission rate: a token bucket in Redis, `rate` requests a second with bursts
+  of twice that, shared by every web process: 429 `RATE_LIMITED` with the
+  seconds until a token is back. Both are one script (lua/admit.lua), one round
+  trip per submission;
 - a priority ceiling: a job or step above it is a 400, not silently lowered;
 - WebSocket seats, shared by every web process (lua/socket_seat.lua): a socket
   renews its seat while it lives, so a crashed process's seats free themselves;
@@ -70,34 +72,29 @@ class Quotas:
         priorities = list(priorities)
         if max(priorities, default=0) > self.policy.max_priority:
             raise PriorityTooHigh(f"priority must be at most {self.policy.max_priority}")
-        unfinished = self._unfinished(tenant)
-        if unfinished + len(priorities) > self.policy.max_unfinished_jobs:
-            raise QuotaExceeded("QUOTA_EXCEEDED", f"At most {self.policy.max_unfinished_jobs} "
-                                f"unfinished jobs per tenant ({unfinished} now); retry when "
-                                "some have finished", retry_after=10)
         rate = self.policy.submits_per_second
-        taken, wait_ms = self._scripts.rate_limit(
-            keys=[f"{keys.PREFIX}:quota:submits:{tenant}"], args=[rate, max(1.0, 2 * rate), 1])
-        if not taken:
+        outcome, *detail = self._scripts.admit(
+            keys=[keys.quota_submits(tenant), keys.status_index(tenant, JobStatus.PENDING),
+                  keys.status_index(tenant, JobStatus.WAITING)],
+            args=[rate, max(1.0, 2 * rate), len(priorities), self.policy.max_unfinished_jobs])
+        if outcome == "quota":
+            raise QuotaExceeded("QUOTA_EXCEEDED", f"At most {self.policy.max_unfinished_jobs} "
+                                f"unfinished jobs per tenant ({detail[0]} now); retry when "
+                                "some have finished", retry_after=10)
+        if outcome == "rate":
             raise QuotaExceeded("RATE_LIMITED", f"At most {rate:g} submissions a second per "
-                                "tenant", retry_after=max(1, -(-int(wait_ms) // 1000)))
+                                "tenant", retry_after=max(1, -(-int(detail[0]) // 1000)))
 
     def seat(self, tenant: str, socket_id: str) -> bool:
         """Take or renew a WebSocket seat for the tenant; False when all are taken."""
         if tenant == keys.ALL_TENANTS:
             return True
         return bool(self._scripts.socket_seat(
-            keys=[f"{keys.PREFIX}:quota:sockets:{tenant}"],
+            keys=[keys.quota_sockets(tenant)],
             args=[socket_id, self.policy.max_websockets, SEAT_SECONDS * 1000]))
 
     def unseat(self, tenant: str, socket_id: str) -> None:
-        self._redis.zrem(f"{keys.PREFIX}:quota:sockets:{tenant}", socket_id)
+        self._redis.zrem(keys.quota_sockets(tenant), socket_id)
 
     def replay_allowed(self, tenant: str, waiting: int) -> bool:
         return tenant == keys.ALL_TENANTS or waiting <= self.policy.max_replay_events
-
-    def _unfinished(self, tenant: str) -> int:
-        pipe = self._redis.pipeline(transaction=False)
-        for status in (JobStatus.PENDING, JobStatus.WAITING):
-            pipe.zcard(keys.status_index(tenant, status))
-        return sum(pipe.execute())

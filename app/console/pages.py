@@ -17,7 +17,7 @@ from flask import (
     url_for,
 )
 
-from app.api import record_action
+from app.api import check_record_ids, record_action
 from app.api.workflows import workflow_status
 from app.auth import Principal, Role, check_csrf, check_origin, digest, identify
 from app.console import bp
@@ -45,6 +45,7 @@ def signed_in(view: View) -> View:
         if principal is None or principal.via != "console":
             return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
         g.principal = principal
+        check_record_ids()  # the API's one check of ids in a path
         # Read before the page's data, so the page's live feed resumes from here.
         g.since = current_services().events.last_id(keys.EVENT_LOG)
         return view(*args, **kwargs)
@@ -151,7 +152,7 @@ def jobs() -> str:
 @signed_in
 def job(job_id: str) -> str:
     services = current_services()
-    found = services.store.get(job_id) if keys.RECORD_ID.match(job_id) else None
+    found = services.store.get(job_id)
     if found is None:
         raise ApiError(404, "JOB_NOT_FOUND", f"Job with ID {job_id} not found")
     view = {**JOB.dump(found.fields), **{k: found.get(k) for k in (
@@ -191,8 +192,7 @@ def workflows() -> str:
 @signed_in
 def workflow(workflow_id: str) -> str:
     services = current_services()
-    found = services.workflow_store.get(workflow_id) if keys.RECORD_ID.match(
-        workflow_id) else None
+    found = services.workflow_store.get(workflow_id)
     if found is None:
         raise ApiError(404, "WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
     data = {**workflow_status(found), "tenant": found.get("tenant"),

@@ -92,20 +92,19 @@ end
 -- became pending: what the workers' placement reads. Whenever a job becomes
 -- pending its route is (re)registered, so no pending job is ever on a route that
 -- workers do not know; a job that stops pending no longer waits for a machine.
-local function track_route(job_key, id, old, new_status)
+local function track_route(job_key, id, old, new_status, ms)
   local route = redis.call('HGET', job_key, 'route')
   if not route then return end
   local pending = redis.call('HGET', job_key, 'route_pending_key')
   if old == 'pending' then
     if new_status == 'running' then
       local since = redis.call('ZSCORE', pending, id)
-      if since then redis.call('HSET', job_key, 'queue_wait_ms', now_ms() - tonumber(since)) end
+      if since then redis.call('HSET', job_key, 'queue_wait_ms', ms - tonumber(since)) end
     end
     redis.call('ZREM', pending, id)
     redis.call('HDEL', job_key, 'waiting_reason')
   end
   if new_status == 'pending' then
-    local ms = now_ms()
     redis.call('ZADD', pending, ms, id)
     redis.call('HSET', ROUTES, route, redis.call('HGET', job_key, 'route_spec'))
     redis.call('ZADD', ROUTES_USED, ms, route)
@@ -129,7 +128,7 @@ local PER_MINUTE = {completed = true, failed = true, cancelled = true}
 
 -- Count a record's first status (`submitted`) and every entry into an outcome;
 -- a job's run and queue wait are observed as it starts and ends running.
-local function count_status(key, old, new_status)
+local function count_status(key, old, new_status, ms)
   if old == new_status then return end  -- a renewed claim, not a transition
   local label = nil
   if not old then label = 'submitted' elseif COUNTED[new_status] then label = new_status end
@@ -139,8 +138,6 @@ local function count_status(key, old, new_status)
     return
   end
   if label then redis.call('HINCRBY', METRICS_COUNTS, 'job|' .. label .. '|' .. job_type, 1) end
-  if not (new_status == 'running' or old == 'running' or PER_MINUTE[new_status]) then return end
-  local ms = now_ms()
   if new_status == 'running' and old == 'pending' then
     redis.call('HSET', key, 'started_ms', ms)
     local wait = redis.call('HGET', key, 'queue_wait_ms')
@@ -166,8 +163,10 @@ local function set_status(job_key, new_status)
     redis.call('ZADD', prefix .. new_status, score, id)
   end
   redis.call('HSET', job_key, 'status', new_status)
-  track_route(job_key, id, old, new_status)
-  count_status(job_key, old, new_status)
+  -- One clock reading per transition: the queue wait, the run time and the minute agree.
+  local ms = now_ms()
+  track_route(job_key, id, old, new_status, ms)
+  count_status(job_key, old, new_status, ms)
   return old
 end
 
