@@ -23,6 +23,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         machines,
         overview,
         tickets,
+        webhooks,
         workflows,
     )
     from app.auth import KeyRing, init_correlation
@@ -58,6 +59,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(jobs.bp, url_prefix="/api/jobs")
     app.register_blueprint(artifacts.bp, url_prefix="/api/artifacts")
     app.register_blueprint(workflows.bp, url_prefix="/api/workflows")
+    app.register_blueprint(webhooks.bp, url_prefix="/api/webhooks")
     app.register_blueprint(events.bp, url_prefix="/api/events")
     app.register_blueprint(machines.bp, url_prefix="/api/machines")
     app.register_blueprint(overview.bp, url_prefix="/api/overview")

@@ -70,6 +70,8 @@ class Stack:
         env.setdefault("PORT", "8000")
         env.setdefault("WEB_BIND", f"127.0.0.1:{env['PORT']}")
         env.setdefault("WEB_CONCURRENCY", "1")
+        # A webhook receiver you run beside it (README: webhooks) listens on loopback.
+        env.setdefault("CHORDLINE_WEBHOOK_ALLOW_HOSTS", "127.0.0.1,localhost")
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["PYTHONUNBUFFERED"] = "1"
         return env

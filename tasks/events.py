@@ -55,6 +55,10 @@ class EventType(StrEnum):
     MACHINE_UPDATED = "machine.updated"
     MACHINE_DRAINING = "machine.draining"
     MACHINE_OFFLINE = "machine.offline"
+    # A webhook delivery (tasks/webhooks.py) answered 2xx, or was given up on; on the
+    # stream of the job or workflow it was about. Never delivered as webhooks themselves.
+    WEBHOOK_DELIVERED = "webhook.delivered"
+    WEBHOOK_FAILED = "webhook.failed"
 
 
 # The fields every event carries (besides `id`), in the order the API documents them.
@@ -108,6 +112,8 @@ def lua_prelude(client: redis.Redis) -> str:
             f"local ROUTES = '{keys.ROUTES}'\n"
             f"local ROUTES_USED = '{keys.ROUTES_USED}'\n"
             f"local WORKER_PREFIX = '{keys.WORKER_PREFIX}'\n"
+            f"local WEBHOOK_OUTBOX = '{keys.WEBHOOK_OUTBOX}'\n"
+            f"local WEBHOOK_QUEUE_SUFFIX = '{keys.WEBHOOK_QUEUE_SUFFIX}'\n"
             f"local EV = {{{types}}}\n")
 
 

@@ -173,3 +173,28 @@ def quota_submits(tenant: str) -> str:
 def quota_sockets(tenant: str) -> str:
     """The tenant's connection seats: socket id -> expiry, ms (tasks/quotas.py)."""
     return f"{PREFIX}:quota:sockets:{tenant}"
+
+
+# Webhooks (tasks/webhooks.py): a job's or workflow's deliveries (delivery id ->
+# JSON), its queue of undelivered ones (the key plus this suffix, head first: one
+# at a time, so each subject's events arrive in order), the subjects with a
+# delivery due (scored by when, ms; a claimed one by when its lease runs out), and
+# each tenant's signing secrets.
+WEBHOOK_QUEUE_SUFFIX = ":queue"
+WEBHOOK_OUTBOX = f"{PREFIX}:webhook-outbox"
+
+
+def job_webhooks(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:webhooks"
+
+
+def workflow_webhooks(workflow_id: str) -> str:
+    return f"{PREFIX}:workflow:{workflow_id}:webhooks"
+
+
+def webhook_queue(webhooks_key: str) -> str:
+    return webhooks_key + WEBHOOK_QUEUE_SUFFIX
+
+
+def webhook_secret(tenant: str) -> str:
+    return f"{PREFIX}:webhook-secret:{tenant}"

@@ -30,6 +30,7 @@ from tasks.saga import SagaPolicy, SagaStore
 from tasks.settings import Settings
 from tasks.store import JobStore
 from tasks.submission import JobService
+from tasks.webhooks import WebhookStore
 from tasks.workflow_store import WorkflowStore
 from tasks.workflows import WorkflowService
 
@@ -73,6 +74,7 @@ class Services:
     audit: AuditLog
     overview: Overview
     idempotency: IdempotencyStore
+    webhooks: WebhookStore
     # Set in a worker process (workers/bootstrap.py): its node, and on a GPU worker
     # the models its GPU keeps warm.
     node: NodeProfile | None = None
@@ -97,8 +99,9 @@ class Services:
         quotas = Quotas(client, QuotaPolicy(
             settings.quota_submits_per_second, settings.quota_unfinished_jobs,
             settings.quota_max_priority, settings.quota_websockets, settings.quota_replay_events))
+        webhooks = WebhookStore(patient, settings.webhook_secret_grace)
         jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, machines, settings,
-                          quotas)
+                          quotas, webhooks)
         workflow_store = WorkflowStore(client, store, settings.job_retention)
         saga = SagaStore(patient, SagaPolicy(lease, settings.compensation_retries + 1,
                                              settings.compensation_backoff))
@@ -114,7 +117,7 @@ class Services:
                    workflow_store, workflows, step_inputs, EventLog(client), saga, machines,
                    MachineService(machines, dispatcher), routes, metrics,
                    AuditLog(client, settings.audit_max_entries), overview,
-                   IdempotencyStore(client))
+                   IdempotencyStore(client), webhooks)
 
 
 def current_services() -> Services:

@@ -214,6 +214,30 @@ class Settings:
     webhook_allow_hosts: tuple[str, ...] = field(
         default=(), metadata=_env("CHORDLINE_WEBHOOK_ALLOW_HOSTS", _parse_list)
     )
+    # Webhook delivery (tasks/courier.py): retried for this long after its event (it
+    # must not outlive the record, so at most `job_retention`), after a backoff that
+    # starts here (seconds) and doubles up to the cap; each attempt's connect and
+    # whole-exchange timeouts; senders per worker; how long a rotated-out signing
+    # secret still signs.
+    webhook_max_age: float = field(
+        default=86400.0, metadata=_env("CHORDLINE_WEBHOOK_MAX_AGE", float)
+    )
+    webhook_retry_base: float = field(
+        default=5.0, metadata=_env("CHORDLINE_WEBHOOK_RETRY_BASE", float)
+    )
+    webhook_retry_cap: float = field(
+        default=3600.0, metadata=_env("CHORDLINE_WEBHOOK_RETRY_CAP", float)
+    )
+    webhook_connect_timeout: float = field(
+        default=5.0, metadata=_env("CHORDLINE_WEBHOOK_CONNECT_TIMEOUT", float)
+    )
+    webhook_timeout: float = field(
+        default=10.0, metadata=_env("CHORDLINE_WEBHOOK_TIMEOUT", float)
+    )
+    webhook_senders: int = field(default=8, metadata=_env("CHORDLINE_WEBHOOK_SENDERS", int))
+    webhook_secret_grace: float = field(
+        default=86400.0, metadata=_env("CHORDLINE_WEBHOOK_SECRET_GRACE", float)
+    )
     # Per-tenant quotas (tasks/quotas.py; operators are exempt): submissions a second
     # (bursts of twice that), unfinished (pending and waiting) jobs, highest priority.
     quota_submits_per_second: float = field(
@@ -254,7 +278,10 @@ class Settings:
                      "ws_ping_interval", "ws_max_subscriptions", "compensation_backoff",
                      "routing_interval", "routing_max_wait", "console_session_seconds",
                      "audit_max_entries", "quota_submits_per_second", "quota_unfinished_jobs",
-                     "artifact_sweep_interval", "quota_websockets", "quota_replay_events"):
+                     "artifact_sweep_interval", "quota_websockets", "quota_replay_events",
+                     "webhook_max_age", "webhook_retry_base", "webhook_retry_cap",
+                     "webhook_connect_timeout", "webhook_timeout", "webhook_senders",
+                     "webhook_secret_grace"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_var(name)} must be positive")
         if not 0 <= self.quota_max_priority <= 100:
@@ -270,6 +297,10 @@ class Settings:
         if self.reaper_interval >= self.lease_seconds:
             raise ConfigError(
                 "CHORDLINE_REAPER_INTERVAL must be shorter than CHORDLINE_LEASE_SECONDS")
+        if self.webhook_max_age > self.job_retention:
+            # A delivery's record expires with its job's.
+            raise ConfigError(
+                "CHORDLINE_WEBHOOK_MAX_AGE must not exceed CHORDLINE_JOB_RETENTION")
         if self.job_timeout > self.max_job_timeout:
             raise ConfigError("CHORDLINE_JOB_TIMEOUT must not exceed CHORDLINE_MAX_JOB_TIMEOUT")
         if self.result_expires < 4 * (self.max_job_timeout + 30):

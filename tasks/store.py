@@ -21,6 +21,7 @@ from tasks.clock import iso, now_ms
 from tasks.events import EventLog, EventType
 from tasks.scripts import Scripts
 from tasks.statuses import CANCELLABLE, JobStatus
+from tasks.webhooks import JOB_EVENTS, webhook_fields
 
 JSON_FIELDS = ("parameters", "requirements", "result", "error", "depends_on", "when",
                "compensation_error")
@@ -89,6 +90,8 @@ class NewJob:
     timeout: int
     retries: int = 0
     webhook_url: str | None = None
+    # The webhook filter's categories (tasks/webhooks.py), None for the default.
+    webhook_events: tuple[str, ...] | None = None
     workflow_id: str | None = None
     status: JobStatus = JobStatus.PENDING
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -138,7 +141,9 @@ class JobStore:
         With `pipe`, the write joins that pipeline (a workflow's transaction).
         """
         now = now_ms()
-        fields = {**new.to_fields(iso(now)), "events_key": keys.job_events(job_id)}
+        fields = {**new.to_fields(iso(now)), "events_key": keys.job_events(job_id),
+                  **webhook_fields(new.webhook_url, new.webhook_events,
+                                   keys.job_webhooks(job_id), JOB_EVENTS)}
         scopes = keys.index_scopes(new.tenant)
         indexes = [keys.index_all(s) for s in scopes]
         indexes += [keys.type_index(s, new.type) for s in scopes]
@@ -167,7 +172,9 @@ class JobStore:
         event_ids = EventLog(self._redis).ids(keys.job_events(job.id))
         if event_ids:
             pipe.xdel(keys.EVENT_LOG, *event_ids)
-        pipe.delete(keys.job_events(job.id))
+        pipe.delete(keys.job_events(job.id), keys.job_webhooks(job.id),
+                    keys.webhook_queue(keys.job_webhooks(job.id)))
+        pipe.zrem(keys.WEBHOOK_OUTBOX, keys.job_webhooks(job.id))
         for scope in keys.index_scopes(job["tenant"]):
             pipe.zrem(keys.index_all(scope), job.id)
             pipe.zrem(keys.type_index(scope, job["type"]), job.id)

@@ -28,6 +28,7 @@ from tasks.quotas import PriorityTooHigh, Quotas
 from tasks.routes import route_fields, route_for
 from tasks.settings import Settings
 from tasks.store import Job, JobStore, NewJob
+from tasks.webhooks import WebhookStore, categories_of
 
 
 class InvalidJob(ValueError):
@@ -79,12 +80,13 @@ class JobService:
     machines: MachineStore
     settings: Settings
     quotas: Quotas
+    webhooks: WebhookStore
 
     def submit(self, tenant: str, request: Mapping[str, Any], correlation_id: str) -> Job:
         """Validate against the handler, store the job, publish it to its route's queue."""
         valid = self.validate(tenant, request)
         self._check_workflow(tenant, request)
-        self.check_webhook(request.get("webhook_url"))
+        self.check_webhook(tenant, request)
         self.admit(tenant, [request["priority"]])
         new = NewJob(
             tenant=tenant, type=valid.handler.type, prompt=request.get("prompt"),
@@ -92,6 +94,7 @@ class JobService:
             requirements=valid.requirements.as_dict(), correlation_id=correlation_id,
             timeout=request.get("timeout_seconds") or self.settings.job_timeout,
             retries=request["retries"], webhook_url=request.get("webhook_url"),
+            webhook_events=categories_of(request),
             workflow_id=request.get("workflow_id"),
             route=route_fields(valid.route, self.settings.queue),
             waiting_reason=self.waiting_reason(valid.route),
@@ -155,14 +158,21 @@ class JobService:
             raise InvalidJob({"requirements.model": [str(exc)]}) from None
         return Validated(handler, parameters, requirements, route_for(handler.type, requirements))
 
-    def check_webhook(self, url: str | None) -> None:
-        """A webhook must lead somewhere public (or to an allowed host): tasks/egress.py."""
+    def check_webhook(self, tenant: str, request: Mapping[str, Any]) -> None:
+        """A webhook must lead somewhere public (or to an allowed host: tasks/egress.py),
+        and its tenant must have a signing secret to sign it with."""
+        url = request.get("webhook_url")
         if url is None:
+            if request.get("webhook_events_filter") is not None:
+                raise InvalidJob({"webhook_events_filter": ["needs a webhook_url"]})
             return
         try:
             egress.check(url, self.settings.webhook_allow_hosts)
         except egress.Forbidden as exc:
             raise InvalidJob({"webhook_url": [f"not allowed: {exc}"]}) from None
+        if not self.webhooks.has_secret(tenant):
+            raise InvalidJob({"webhook_url": [
+                "no webhook signing secret yet: make one with POST /api/webhooks/secret"]})
 
     def admit(self, tenant: str, priorities: list[int]) -> None:
         """The tenant's quotas (tasks/quotas.py): a priority above its ceiling is invalid

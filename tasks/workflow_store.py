@@ -21,6 +21,7 @@ from tasks.clock import iso, now_ms
 from tasks.scripts import Scripts
 from tasks.statuses import JobStatus, WorkflowStatus
 from tasks.store import Job, JobStore, NewJob, Record, decode_cursor, encode_cursor
+from tasks.webhooks import STEP_EVENTS, WORKFLOW_EVENTS, webhook_fields
 
 INT_FIELDS = ("total_steps", "completed_steps", "failed_steps", "forced_cuts", "added_orders",
               "saga_runs", "saga_lost")
@@ -43,6 +44,7 @@ class NewWorkflow:
     correlation_id: str
     steps: Sequence[NewStep]
     webhook_url: str | None = None
+    webhook_events: tuple[str, ...] | None = None
     forced_cuts: int = 0
     added_orders: int = 0
 
@@ -98,7 +100,7 @@ class WorkflowStore:
             for dep in step.depends_on:
                 dependents[dep].append(keys.job(job_ids[index]))
         for index, step in enumerate(new.steps):
-            self._create_step(pipe, workflow_id, job_ids, index, step, dependents[index])
+            self._create_step(pipe, workflow_id, job_ids, index, step, dependents[index], new)
         fields = self._workflow_fields(workflow_id, new, job_ids, created_at)
         scopes = keys.index_scopes(new.tenant)
         self._scripts.create(
@@ -115,7 +117,7 @@ class WorkflowStore:
 
     def _create_step(self, pipe: redis.client.Pipeline, workflow_id: str,
                      job_ids: Sequence[str], index: int, step: NewStep,
-                     dependents: list[str]) -> None:
+                     dependents: list[str], new: NewWorkflow) -> None:
         extra: dict[str, Any] = {
             "workflow_key": keys.workflow(workflow_id), "step_index": index,
             "workflow_events_key": keys.workflow_events(workflow_id),
@@ -126,6 +128,10 @@ class WorkflowStore:
         }
         if step.input_from_deps:
             extra["input_from_deps"] = 1
+        hook = webhook_fields(new.webhook_url, new.webhook_events,
+                              keys.workflow_webhooks(workflow_id), STEP_EVENTS)
+        if hook.get("webhook_events"):  # its steps' events the workflow's filter takes
+            extra.update(hook)
         status = JobStatus.WAITING if step.depends_on else JobStatus.PENDING
         job = replace(step.job, workflow_id=workflow_id, status=status, extra=extra)
         self._jobs.create(job_ids[index], job, None, pipe)
@@ -143,8 +149,10 @@ class WorkflowStore:
             "events_key": keys.workflow_events(workflow_id),
             "created_at": created_at, "updated_at": created_at,
         }
-        optional = {"description": new.description, "webhook_url": new.webhook_url}
+        optional = {"description": new.description}
         fields.update({k: v for k, v in optional.items() if v is not None})
+        fields.update(webhook_fields(new.webhook_url, new.webhook_events,
+                                     keys.workflow_webhooks(workflow_id), WORKFLOW_EVENTS))
         return fields
 
     def delete(self, workflow: Workflow, steps: Sequence[Job]) -> None:
@@ -156,7 +164,10 @@ class WorkflowStore:
             pipe.zrem(keys.workflow_index_all(scope), workflow.id)
             pipe.zrem(keys.workflow_status_index(scope, workflow.status), workflow.id)
         pipe.zrem(keys.WORKFLOW_OUTBOX, workflow.id)
-        pipe.delete(keys.workflow(workflow.id), keys.workflow_events(workflow.id))
+        hooks = keys.workflow_webhooks(workflow.id)
+        pipe.delete(keys.workflow(workflow.id), keys.workflow_events(workflow.id), hooks,
+                    keys.webhook_queue(hooks))
+        pipe.zrem(keys.WEBHOOK_OUTBOX, hooks)
         pipe.execute()
 
     def get(self, workflow_id: str, tenant: str = keys.ALL_TENANTS) -> Workflow | None:

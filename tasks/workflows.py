@@ -26,6 +26,7 @@ from tasks.saga import SagaStore
 from tasks.statuses import WORKFLOW_ACTIVE
 from tasks.store import NewJob
 from tasks.submission import BrokerUnavailable, InvalidJob, JobService, NotFound
+from tasks.webhooks import categories_of
 from tasks.workflow_store import NewStep, NewWorkflow, Workflow, WorkflowStore
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class WorkflowService:
         """Validate every step, store the workflow, publish its canvas."""
         steps = self._validate(tenant, request, correlation_id)
         try:
-            self.jobs.check_webhook(request.get("webhook_url"))
+            self.jobs.check_webhook(tenant, request)
             self.jobs.admit(tenant, [s.job.priority for s in steps])
         except InvalidJob as exc:
             raise InvalidWorkflow(exc.errors) from None
@@ -83,6 +84,7 @@ class WorkflowService:
         new = NewWorkflow(
             tenant=tenant, name=request["name"].strip(), description=request.get("description"),
             correlation_id=correlation_id, steps=steps, webhook_url=request.get("webhook_url"),
+            webhook_events=categories_of(request),
             forced_cuts=layout.forced_cuts, added_orders=layout.added_orders)
         workflow_id = str(uuid.uuid4())
         job_ids = [str(uuid.uuid4()) for _ in steps]

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from app.client import ChordlineClient
-from tasks import keys, statuses
+from tasks import keys, signature, statuses
 from tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +89,9 @@ def settings_env(redis_url: str, artifact_dir: Path, **extra: str) -> dict[str, 
         # The tests and benchmarks submit in bursts; tests/app/test_quotas.py sets its own.
         "CHORDLINE_QUOTA_SUBMITS_PER_SECOND": "10000",
         "CHORDLINE_QUOTA_UNFINISHED_JOBS": "1000000",
+        # The tests' webhook receivers listen on loopback; their retries come quickly.
+        "CHORDLINE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+        "CHORDLINE_WEBHOOK_RETRY_BASE": "0.2",
         **extra,
     }
 
@@ -258,6 +262,72 @@ class HostNamespace:
         subprocess.run(["ip", "link", "del", self.host_link], capture_output=True)
 
 
+Reply = tuple[int, dict[str, str]]
+
+
+class WebhookReceiver:
+    """A webhook endpoint on loopback that checks every signature, as a receiver must.
+
+    `reply(n, delivery)` answers the n-th request (from 1): a status and headers,
+    after sleeping `delivery["sleep"]` if it sets one. Every request is kept; `ok`
+    holds the deliveries it answered 2xx, in arrival order.
+    """
+
+    def __init__(self, secret: str, reply: Callable[[int, dict[str, Any]], Reply] | None = None,
+                 port: int = 0) -> None:
+        self.secret = secret
+        self.reply = reply or (lambda n, d: (200, {}))
+        self.requests: list[dict[str, Any]] = []
+        self.ok: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_port}/hooks"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.handle(self, body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        return Handler
+
+    def handle(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            signature.verify(self.secret, headers, body)
+            verified = True
+        except signature.InvalidSignature:
+            verified = False
+        delivery = {"id": headers.get("webhook-id"), "headers": headers, "verified": verified,
+                    "body": json.loads(body), "raw": body, "at": time.monotonic()}
+        with self._lock:
+            self.requests.append(delivery)
+            status, extra = self.reply(len(self.requests), delivery)
+        time.sleep(float(delivery.get("sleep", 0)))
+        request.send_response(status)
+        for name, value in extra.items():
+            request.send_header(name, value)
+        request.send_header("content-length", "0")
+        request.end_headers()
+        if 200 <= status < 300:
+            with self._lock:
+                self.ok.append(delivery)
+
+    def types(self) -> list[str]:
+        return [d["body"]["type"] for d in self.ok]
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 class LiveServer:
     """The Flask app on a real socket (werkzeug's threaded server)."""
 
@@ -294,6 +364,11 @@ class Api:
         response = self.submit(body)
         assert response.status_code == 200, response.text
         return str(response.json()["job_id"])
+
+    def webhook_secret(self) -> str:
+        response = self.request("POST", "/api/webhooks/secret")
+        assert response.status_code == 201, response.text
+        return str(response.json()["secret"])
 
     def job(self, job_id: str) -> dict[str, Any]:
         response = self.request("GET", f"/api/jobs/{job_id}/status")

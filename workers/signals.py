@@ -8,7 +8,8 @@ inside the task. This module covers what only a signal can see:
 - `celeryd_init` names the worker before its pool processes fork, so they can
   say which models their GPU holds; `worker_process_init` starts each pool
   process with none (a replaced process lost its predecessor's models).
-- `worker_ready` / `worker_shutdown`: the heartbeat starts and stops; its first
+- `worker_ready` / `worker_shutdown`: the heartbeat and the webhook courier
+  (tasks/courier.py) start and stop; the heartbeat's first
   beat announces `worker.online` (and `machine.online`), its goodbye
   `worker.offline`, and any beat announces the workers that stopped beating (a
   SIGKILL fires no signal), with their machines when none of theirs is left.
@@ -42,6 +43,7 @@ from celery.signals import (
 from celery.worker import state as worker_state
 from flask import Flask
 
+from tasks.courier import Courier, DeliveryPolicy
 from tasks.services import Services
 from workers.heartbeat import WorkerHeartbeat
 from workers.telemetry import TaskCounts
@@ -53,6 +55,7 @@ class SignalBridge:
     def __init__(self, flask_app: Flask) -> None:
         self._app = flask_app
         self._heartbeats: list[WorkerHeartbeat] = []
+        self._couriers: list[Courier] = []
         self._counts: TaskCounts | None = None
         self.hostname = ""
 
@@ -109,12 +112,18 @@ class SignalBridge:
                                         concurrency, lambda: len(worker_state.active_requests))
             heartbeat.start()
             self._heartbeats.append(heartbeat)
+            settings = self.services.settings
+            self._couriers.append(Courier(self.services.webhooks,
+                                          DeliveryPolicy.from_settings(settings),
+                                          settings.webhook_senders).start())
         except Exception:
-            log.exception("could not start the worker heartbeat")
+            log.exception("could not start the worker heartbeat and courier")
 
     def on_worker_shutdown(self, **_: Any) -> None:
         while self._heartbeats:
             self._heartbeats.pop().stop()
+        while self._couriers:
+            self._couriers.pop().stop()
         self.counts.flush()
 
     def on_task_revoked(self, request: Any = None, terminated: bool = False,

@@ -75,6 +75,15 @@ def events(job_id: str) -> dict[str, Any]:
     return history(keys.job_events(job_id))
 
 
+@bp.get("/<job_id>/webhooks")
+def webhooks(job_id: str) -> dict[str, Any]:
+    """The job's webhook deliveries, each with its attempts and next retry."""
+    services = current_services()
+    if services.store.get(job_id, current_tenant()) is None:
+        raise ApiError(404, "JOB_NOT_FOUND", f"Job with ID {job_id} not found")
+    return {"success": True, "deliveries": services.webhooks.deliveries(keys.job_webhooks(job_id))}
+
+
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str) -> dict[str, Any]:
     """Cancel a job that has not started (or, with `terminate`, a running one); a

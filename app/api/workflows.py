@@ -71,6 +71,14 @@ def events(workflow_id: str) -> dict[str, Any]:
     return history(keys.workflow_events(workflow_id))
 
 
+@bp.get("/<workflow_id>/webhooks")
+def webhooks(workflow_id: str) -> dict[str, Any]:
+    """The workflow's webhook deliveries (its own events and its steps'), in event order."""
+    _get(workflow_id)
+    return {"success": True, "deliveries": current_services().webhooks.deliveries(
+        keys.workflow_webhooks(workflow_id))}
+
+
 @bp.post("/<workflow_id>/cancel")
 def cancel(workflow_id: str) -> dict[str, Any]:
     """Cancel the steps that have not started; `terminate` stops running ones too, and

@@ -15,6 +15,37 @@ local function decoded(json_text)
   return cjson.decode(json_text)
 end
 
+-- Keep `key` as long as `record` (a job's or workflow's hash), as its events are.
+local function expire_with(key, record)
+  local ttl = redis.call('TTL', record)
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+end
+
+-- Queue the delivery of an event to its subject's webhook, in the step that
+-- emits the event (tasks/webhooks.py): when the subject has one and its filter
+-- (`webhook_events`, ','-wrapped event types) takes this type. The subject's
+-- queue holds its undelivered ones in order; a queue that was empty puts the
+-- subject into the outbox, due now.
+local function queue_webhook(subject, event)
+  local hooks = subject.webhooks
+  if not hooks or not subject.webhook_events
+      or not string.find(subject.webhook_events, ',' .. event.type .. ',', 1, true) then
+    return
+  end
+  local id = 'msg_' .. event.id
+  local now = tonumber(redis.call('TIME')[1]) * 1000
+  redis.call('HSET', hooks, id, cjson.encode({id = id, event_id = event.id, type = event.type,
+    url = subject.webhook_url, tenant = subject.tenant, record = subject.record,
+    kind = subject.kind, status = 'pending', attempts = {}, created_ms = now,
+    payload = cjson.encode({type = event.type, timestamp = event.ts, data = event})}))
+  local queue = hooks .. WEBHOOK_QUEUE_SUFFIX
+  if redis.call('RPUSH', queue, id) == 1 then
+    redis.call('ZADD', WEBHOOK_OUTBOX, now, hooks)
+  end
+  expire_with(hooks, subject.record)
+  expire_with(queue, subject.record)
+end
+
 -- Append one event to the global log and to `streams` (pairs of a stream and
 -- the key whose expiry it shares), then publish it live. The global log's id
 -- is the event id everywhere, so every copy sorts the same way.
@@ -32,30 +63,37 @@ local function emit(etype, ts, subject, data)
     -- pcall: a copy refused (an id behind the stream's last) must not abort a
     -- script whose writes have already happened.
     redis.pcall('XADD', streams[i], id, 'event', body)
-    local ttl = redis.call('TTL', streams[i + 1])
-    if ttl > 0 then redis.call('EXPIRE', streams[i], ttl) end
+    expire_with(streams[i], streams[i + 1])
   end
   event.id = id
   redis.call('PUBLISH', EVENT_CHANNEL, cjson.encode(event))
+  queue_webhook(subject, event)
   return id
 end
 
+-- A step's webhook fields are its workflow's (its webhook is the workflow's), so
+-- its deliveries expire with the workflow.
 local function emit_job(etype, job, ts, data)
   local f = redis.call('HMGET', job, 'id', 'tenant', 'workflow_id', 'step_index',
-    'correlation_id', 'worker_id', 'events_key', 'workflow_events_key', 'workflow_key')
+    'correlation_id', 'worker_id', 'events_key', 'workflow_events_key', 'workflow_key',
+    'webhooks_key', 'webhook_events', 'webhook_url')
   local streams = {}
   if f[7] then streams = {f[7], job} end
   if f[8] then streams[#streams + 1] = f[8]; streams[#streams + 1] = f[9] end
   return emit(etype, ts, {job_id = f[1], tenant = f[2], workflow_id = f[3],
-    step_index = f[4], correlation_id = f[5], worker = f[6], streams = streams}, data)
+    step_index = f[4], correlation_id = f[5], worker = f[6], streams = streams,
+    webhooks = f[10], webhook_events = f[11], webhook_url = f[12],
+    record = f[9] or job, kind = f[9] and 'workflow' or 'job'}, data)
 end
 
 local function emit_workflow(etype, wf, ts, data)
-  local f = redis.call('HMGET', wf, 'id', 'tenant', 'correlation_id', 'events_key')
+  local f = redis.call('HMGET', wf, 'id', 'tenant', 'correlation_id', 'events_key',
+    'webhooks_key', 'webhook_events', 'webhook_url')
   local streams = {}
   if f[4] then streams = {f[4], wf} end
   return emit(etype, ts, {workflow_id = f[1], tenant = f[2], correlation_id = f[3],
-    streams = streams}, data)
+    streams = streams, webhooks = f[5], webhook_events = f[6], webhook_url = f[7],
+    record = wf, kind = 'workflow'}, data)
 end
 
 local function emit_worker(etype, hostname, ts, data)

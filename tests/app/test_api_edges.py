@@ -138,6 +138,7 @@ def test_the_access_log_never_keeps_a_key_from_the_query_string(web: WebProcess)
 
 @pytest.mark.parametrize("path", ["/api/jobs/submit", "/api/workflows"])
 def test_a_webhook_to_a_private_address_is_refused_at_submit(api: Api, path: str) -> None:
+    api.webhook_secret()
     body: dict[str, object] = {"type": "echo", "parameters": {"value": 1}}
     if path == "/api/workflows":
         body = {"name": "hooked", "steps": [body]}

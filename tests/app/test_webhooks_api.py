@@ -1,0 +1,187 @@
+"""Webhooks end to end: a real receiver that checks signatures, the real API and worker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tasks import signature
+from tests.support import Api, WebhookReceiver, wait_for
+
+
+@pytest.fixture
+def secret(api: Api) -> str:
+    return api.webhook_secret()
+
+
+@pytest.fixture
+def receivers() -> Iterator[list[WebhookReceiver]]:
+    made: list[WebhookReceiver] = []
+    yield made
+    for receiver in made:
+        receiver.stop()
+
+
+def receiver_for(receivers: list[WebhookReceiver], secret: str, **kw: Any) -> WebhookReceiver:
+    receiver = WebhookReceiver(secret, **kw)
+    receivers.append(receiver)
+    return receiver
+
+
+def deliveries(api: Api, path: str) -> list[dict[str, Any]]:
+    response = api.request("GET", f"{path}/webhooks")
+    assert response.status_code == 200, response.text
+    return list(response.json()["deliveries"])
+
+
+def settled(api: Api, path: str, count: int) -> list[dict[str, Any]]:
+    """The subject's deliveries once `count` of them are delivered or failed."""
+    return wait_for(lambda: (found := deliveries(api, path)) and len(
+        [d for d in found if d["status"] != "pending"]) >= count and found, 20,
+        message=f"{count} deliveries of {path} to settle")
+
+
+def test_a_finished_job_is_delivered_once_signed_the_standard_way(
+        api: Api, secret: str, receivers: list[WebhookReceiver]) -> None:
+    receiver = receiver_for(receivers, secret)
+    job_id = api.submit_ok({"type": "echo", "parameters": {"value": 7},
+                            "webhook_url": receiver.url})
+
+    [delivery] = settled(api, f"/api/jobs/{job_id}", 1)
+
+    [got] = receiver.ok
+    assert got["verified"] and got["id"] == delivery["id"] == f"msg_{delivery['event_id']}"
+    assert got["body"]["type"] == "job.completed" and got["body"]["timestamp"]
+    assert got["body"]["data"]["job_id"] == job_id
+    assert got["body"]["data"]["id"] == delivery["event_id"]
+    assert got["headers"]["content-type"] == "application/json"
+    assert delivery["status"] == "delivered" and delivery["url"] == receiver.url
+    assert [(a["n"], a["status_code"], a["error"]) for a in delivery["attempts"]] == [
+        (1, 200, None)]
+    events = api.request("GET", f"/api/jobs/{job_id}/events").json()["events"]
+    delivered = [e for e in events if e["type"] == "webhook.delivered"]
+    assert delivered[0]["data"]["delivery_id"] == delivery["id"]
+
+
+def test_the_filter_chooses_the_events_and_they_arrive_in_order(
+        api: Api, secret: str, receivers: list[WebhookReceiver]) -> None:
+    receiver = receiver_for(receivers, secret)
+    job_id = api.submit_ok({"type": "sleep", "parameters": {"seconds": 0.5},
+                            "webhook_url": receiver.url,
+                            "webhook_events_filter": ["queued", "start", "progress",
+                                                      "completed"]})
+    api.wait(job_id)
+    events = api.request("GET", f"/api/jobs/{job_id}/events").json()["events"]
+    chosen = [e["id"] for e in events if not e["type"].startswith("webhook.")]
+
+    settled(api, f"/api/jobs/{job_id}", len(chosen))
+
+    assert [d["body"]["data"]["id"] for d in receiver.ok] == chosen
+    types = receiver.types()
+    assert types[:2] == ["job.queued", "job.started"] and types[-1] == "job.completed"
+    assert "job.progress" in types and all(d["verified"] for d in receiver.ok)
+
+
+def test_a_failing_receiver_is_retried_honouring_retry_after(
+        api: Api, secret: str, receivers: list[WebhookReceiver]) -> None:
+    def reply(n: int, _: dict[str, Any]) -> tuple[int, dict[str, str]]:
+        return {1: (503, {}), 2: (429, {"Retry-After": "1"})}.get(n, (204, {}))
+
+    receiver = receiver_for(receivers, secret, reply=reply)
+    job_id = api.submit_ok({"type": "echo", "webhook_url": receiver.url})
+
+    [delivery] = settled(api, f"/api/jobs/{job_id}", 1)
+
+    assert delivery["status"] == "delivered"
+    assert [a["status_code"] for a in delivery["attempts"]] == [503, 429, 204]
+    _, second, third = (r["at"] for r in receiver.requests)
+    assert third - second >= 1.0  # Retry-After, above the 0.2 s backoff
+    assert len({r["id"] for r in receiver.requests}) == 1  # one webhook-id: receivers dedupe
+
+
+@pytest.mark.parametrize("status, error", [(400, "answered 400"),
+                                           (302, "redirects are not followed")])
+def test_a_refusal_fails_the_delivery_at_once_and_the_next_one_goes(
+        api: Api, secret: str, receivers: list[WebhookReceiver], status: int,
+        error: str) -> None:
+    receiver = receiver_for(receivers, secret, reply=lambda n, _: (
+        (status, {"Location": "http://127.0.0.1:1/"}) if n == 1 else (200, {})))
+    job_id = api.submit_ok({"type": "echo", "webhook_url": receiver.url,
+                            "webhook_events_filter": ["start", "completed"]})
+
+    first, second = settled(api, f"/api/jobs/{job_id}", 2)
+
+    assert (first["type"], first["status"]) == ("job.started", "failed")
+    assert [a["status_code"] for a in first["attempts"]] == [status]
+    assert error in first["attempts"][0]["error"]
+    assert (second["type"], second["status"]) == ("job.completed", "delivered")
+    events = api.request("GET", f"/api/jobs/{job_id}/events").json()["events"]
+    failed = [e for e in events if e["type"] == "webhook.failed"]
+    assert failed[0]["data"]["event_type"] == "job.started"
+
+
+def test_a_new_secret_signs_beside_the_old_one_for_the_grace_period(
+        api: Api, receivers: list[WebhookReceiver]) -> None:
+    old = api.webhook_secret()
+    new = api.webhook_secret()
+    assert new != old and new.startswith("whsec_")
+    receiver = receiver_for(receivers, new)
+    job_id = api.submit_ok({"type": "echo", "webhook_url": receiver.url})
+
+    settled(api, f"/api/jobs/{job_id}", 1)
+
+    [got] = receiver.ok
+    assert len(got["headers"]["webhook-signature"].split()) == 2
+    for either in (old, new):
+        signature.verify(either, got["headers"], got["raw"])
+    with pytest.raises(signature.InvalidSignature):
+        signature.verify(signature.new_secret(), got["headers"], got["raw"])
+
+
+def test_a_workflow_delivers_its_steps_and_its_end_in_order(
+        api: Api, secret: str, receivers: list[WebhookReceiver]) -> None:
+    receiver = receiver_for(receivers, secret)
+    workflow_id, job_ids = api.create_workflow({
+        "name": "hooked", "webhook_url": receiver.url,
+        "webhook_events_filter": ["progress", "completed"],
+        "steps": [{"type": "echo", "parameters": {"value": 1}},
+                  {"type": "echo", "parameters": {"value": 2}, "depends_on": [0]}]})
+    api.wait_workflow(workflow_id)
+
+    found = settled(api, f"/api/workflows/{workflow_id}", 5)
+
+    assert [d["type"] for d in found] == ["job.started", "job.completed", "job.started",
+                                          "job.completed", "workflow.completed"]
+    assert [d["body"]["data"].get("job_id") for d in receiver.ok[:4]] == [
+        job_ids[0], job_ids[0], job_ids[1], job_ids[1]]
+    assert receiver.types()[-1] == "workflow.completed"
+
+
+def test_a_webhook_needs_a_signing_secret_and_a_valid_filter(api_b: Api, api: Api,
+                                                             secret: str) -> None:
+    url = "http://127.0.0.1:9/hooks"
+    cases = [
+        (api_b, {"webhook_url": url}, "no webhook signing secret yet"),
+        (api, {"webhook_url": url, "webhook_events_filter": ["finished"]},
+         "webhook_events_filter"),
+        (api, {"webhook_url": url, "webhook_events_filter": []}, "webhook_events_filter"),
+        (api, {"webhook_events_filter": ["completed"]}, "needs a webhook_url"),
+    ]
+    for client, extra, message in cases:
+        response = client.submit({"type": "echo", **extra})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "JOB_SUBMISSION_FAILED"
+        assert message in response.json()["error"]["message"]
+
+
+def test_a_viewer_cannot_make_a_secret(live_server: Any) -> None:
+    response = Api(live_server.url, "key-viewer").request("POST", "/api/webhooks/secret")
+    assert response.status_code == 403
+
+
+def test_deliveries_of_another_tenants_job_are_not_found(api: Api, api_b: Api) -> None:
+    job_id = api.submit_ok({"type": "echo"})
+    assert api_b.request("GET", f"/api/jobs/{job_id}/webhooks").status_code == 404
+    assert api.request("GET", f"/api/jobs/{job_id}/webhooks").json()["deliveries"] == []
