@@ -36,7 +36,7 @@ def serve() -> Iterator[Callable[[Behaviour], str]]:
 
     def start(behaviour: Behaviour) -> str:
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length", 0)))
                 behaviour(self)
 
