@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tasks import signature
-from tests.support import Api, WebhookReceiver, wait_for
+from tests.support import ROOT, Api, WebhookReceiver, wait_for
 
 
 @pytest.fixture
@@ -185,3 +185,29 @@ def test_deliveries_of_another_tenants_job_are_not_found(api: Api, api_b: Api) -
     job_id = api.submit_ok({"type": "echo"})
     assert api_b.request("GET", f"/api/jobs/{job_id}/webhooks").status_code == 404
     assert api.request("GET", f"/api/jobs/{job_id}/webhooks").json()["deliveries"] == []
+
+
+def test_the_readmes_receiver_verifies_a_real_delivery(
+        api: Api, secret: str, receivers: list[WebhookReceiver]) -> None:
+    receiver = receiver_for(receivers, secret)
+    job_id = api.submit_ok({"type": "echo", "webhook_url": receiver.url})
+    settled(api, f"/api/jobs/{job_id}", 1)
+    [got] = receiver.ok
+    example: dict[str, Any] = {"__name__": "readme_receiver"}
+    exec(readme_block("<!-- receiver-example -->"), example)
+
+    assert example["verify"](secret, got["headers"], got["raw"])
+    assert not example["verify"](secret, got["headers"], got["raw"] + b" ")
+    assert not example["verify"](signature.new_secret(), got["headers"], got["raw"])
+    flask_client = example["app"].test_client()
+    example["SECRET"] = secret
+    headers = {k: v for k, v in got["headers"].items()
+               if k.startswith("webhook-") or k == "content-type"}
+    assert flask_client.post("/hooks", data=got["raw"], headers=headers).status_code == 204
+    assert flask_client.post("/hooks", data=b"{}", headers=headers).status_code == 401
+
+
+def readme_block(marker: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    after = text[text.index(marker):]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
