@@ -22,7 +22,9 @@ import redis
 from PIL import Image, UnidentifiedImageError
 
 from tasks import keys
-from tasks.clock import iso
+from tasks.clock import iso, now_ms
+from tasks.quotas import QuotaExceeded, storage_exceeded
+from tasks.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,11 @@ class Artifact:
                 "width": self.width, "height": self.height}
 
 
+def expiry_hour(retention: int) -> int:
+    """The hour (since the epoch) in which a file written now expires."""
+    return (now_ms() + retention * 1000) // 3_600_000
+
+
 def artifact_id_from_url(url: str) -> str | None:
     """The artifact id an `image_url` names: `/api/artifacts/<id>`, absolute, or `artifact:<id>`."""
     candidate = url.removeprefix("artifact:") if url.startswith("artifact:") else None
@@ -69,20 +76,32 @@ def artifact_id_from_url(url: str) -> str | None:
 
 
 class ArtifactStore:
-    def __init__(self, client: redis.Redis, root: str, retention: int, max_side: int) -> None:
+    def __init__(self, client: redis.Redis, root: str, retention: int, max_side: int,
+                 max_storage_bytes: int = 0) -> None:
         self._redis = client
+        self._scripts = Scripts(client)
         self._root = Path(root)
         self._retention = retention
         self._max_side = max_side
+        # Per tenant, for uploads (tasks/quotas.py); 0: unbounded.
+        self._max_storage = max_storage_bytes
 
-    def save_image(self, image: Image.Image, tenant: str, job_id: str = "") -> Artifact:
-        """Write `image` as PNG (atomically) and record who owns it."""
+    def save_image(self, image: Image.Image, tenant: str, job_id: str = "",
+                   max_storage: int = 0) -> Artifact:
+        """Write `image` as PNG (atomically), count it to its tenant's storage (refused
+        past `max_storage`, when set) and record who owns it."""
         artifact_id = uuid.uuid4().hex
         relative = f"{artifact_id[:2]}/{artifact_id}.png"
         target = self._root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(".part")
         image.save(partial, format="PNG")
+        size, hour = partial.stat().st_size, expiry_hour(self._retention)
+        try:
+            self._count(tenant, size, hour, max_storage)
+        except QuotaExceeded:
+            partial.unlink(missing_ok=True)
+            raise
         os.replace(partial, target)
         artifact = Artifact(artifact_id, tenant, job_id, relative, "image/png",
                             image.width, image.height)
@@ -90,6 +109,7 @@ class ArtifactStore:
         pipe.hset(keys.artifact(artifact_id), mapping={
             "tenant": tenant, "job_id": job_id, "path": relative, "created_at": iso(),
             "content_type": artifact.content_type, "width": image.width, "height": image.height,
+            "bytes": size, "expires_hour": hour,
         })
         pipe.expire(keys.artifact(artifact_id), self._retention)
         if job_id:
@@ -109,7 +129,7 @@ class ArtifactStore:
                 converted = image.convert("RGBA" if "A" in image.getbands() else "RGB")
         except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
             raise InvalidImage("the upload is not a PNG, JPEG or WebP image") from None
-        return self.save_image(converted, tenant)
+        return self.save_image(converted, tenant, max_storage=self._max_storage)
 
     def get(self, artifact_id: str, tenant: str = keys.ALL_TENANTS) -> Artifact | None:
         if not ARTIFACT_ID.match(artifact_id):
@@ -128,10 +148,12 @@ class ArtifactStore:
         artifact_ids = sorted(produced if only is None else produced & set(only))
         pipe = self._redis.pipeline(transaction=False)
         for artifact_id in artifact_ids:
-            pipe.hget(keys.artifact(artifact_id), "path")
-        for relative in pipe.execute():
+            pipe.hmget(keys.artifact(artifact_id), "path", "tenant", "bytes", "expires_hour")
+        for relative, tenant, size, hour in pipe.execute():
             if relative:
                 (self._root / str(relative)).unlink(missing_ok=True)
+            if tenant and size and hour:  # freed before it expired
+                self._count(tenant, -int(size), int(hour))
         pipe = self._redis.pipeline()
         for artifact_id in artifact_ids:
             pipe.delete(keys.artifact(artifact_id))
@@ -139,6 +161,15 @@ class ArtifactStore:
             pipe.srem(keys.job_artifacts(job_id), *artifact_ids)
         deleted = pipe.execute()
         return sum(int(d) for d in deleted[:len(artifact_ids)])
+
+    def _count(self, tenant: str, size: int, hour: int, most: int = 0) -> None:
+        if tenant == keys.ALL_TENANTS:
+            most = 0
+        outcome, stored, *frees_in = self._scripts.storage(
+            keys=[keys.quota_storage(tenant)],
+            args=[size, hour, most, (self._retention + 3600) * 1000])
+        if outcome == "quota":
+            raise storage_exceeded(most, int(stored), int(frees_in[0]))
 
     def sweep(self, every: float, grace: float = SWEEP_GRACE_SECONDS) -> int:
         """Delete the files whose records are gone (expired with the job retention, or

@@ -170,6 +170,11 @@ def quota_submits(tenant: str) -> str:
     return f"{PREFIX}:quota:submits:{tenant}"
 
 
+def quota_storage(tenant: str) -> str:
+    """The tenant's stored bytes by the hour they expire in (tasks/quotas.py)."""
+    return f"{PREFIX}:quota:storage:{tenant}"
+
+
 def quota_sockets(tenant: str) -> str:
     """The tenant's connection seats: socket id -> expiry, ms (tasks/quotas.py)."""
     return f"{PREFIX}:quota:sockets:{tenant}"

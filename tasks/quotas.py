@@ -12,6 +12,11 @@ Each tenant (operators are exempt) therefore has, from Settings:
   seconds until a token is back. Both are one script (lua/admit.lua), one round
   trip per submission;
 - a priority ceiling: a job or step above it is a 400, not silently lowered;
+- stored bytes (uploads and what its jobs made, until they expire): an upload past
+  it is refused, and so is a submission while the tenant is past it, with the
+  seconds until some of it expires. Usage is kept in hourly buckets by when the
+  files expire (lua/storage.lua), so counting it never lists files; a job's
+  outputs are counted when written and never fail the job;
 - WebSocket seats, shared by every web process (lua/socket_seat.lua): a socket
   renews its seat while it lives, so a crashed process's seats free themselves;
 - a longest replay per subscription (a client may not ask for a day of history
@@ -42,6 +47,12 @@ class QuotaExceeded(Exception):
         self.retry_after = retry_after
 
 
+def storage_exceeded(most: int, stored: int, frees_in_ms: int) -> QuotaExceeded:
+    return QuotaExceeded("QUOTA_EXCEEDED", f"At most {most} bytes of images per tenant "
+                         f"({stored} stored); retry when some have expired",
+                         retry_after=max(1, -(-frees_in_ms // 1000)))
+
+
 class PriorityTooHigh(ValueError):
     """A priority above the tenant's ceiling."""
 
@@ -53,6 +64,7 @@ class QuotaPolicy:
     max_priority: int
     max_websockets: int = 100
     max_replay_events: int = 10_000
+    max_storage_bytes: int = 10 << 30
 
 
 # A seat lives this long unless its socket renews it (every third of it).
@@ -75,12 +87,16 @@ class Quotas:
         rate = self.policy.submits_per_second
         outcome, *detail = self._scripts.admit(
             keys=[keys.quota_submits(tenant), keys.status_index(tenant, JobStatus.PENDING),
-                  keys.status_index(tenant, JobStatus.WAITING)],
-            args=[rate, max(1.0, 2 * rate), len(priorities), self.policy.max_unfinished_jobs])
+                  keys.status_index(tenant, JobStatus.WAITING), keys.quota_storage(tenant)],
+            args=[rate, max(1.0, 2 * rate), len(priorities), self.policy.max_unfinished_jobs,
+                  self.policy.max_storage_bytes])
         if outcome == "quota":
             raise QuotaExceeded("QUOTA_EXCEEDED", f"At most {self.policy.max_unfinished_jobs} "
                                 f"unfinished jobs per tenant ({detail[0]} now); retry when "
                                 "some have finished", retry_after=10)
+        if outcome == "storage":
+            raise storage_exceeded(self.policy.max_storage_bytes, int(detail[0]),
+                                   int(detail[1]))
         if outcome == "rate":
             raise QuotaExceeded("RATE_LIMITED", f"At most {rate:g} submissions a second per "
                                 "tenant", retry_after=max(1, -(-int(detail[0]) // 1000)))

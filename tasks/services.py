@@ -93,12 +93,13 @@ class Services:
                             settings.outbox_grace, settings.job_retention)
         lifecycle = Lifecycle(patient, lease)
         artifacts = ArtifactStore(client, settings.artifact_dir, settings.job_retention,
-                                  settings.max_image_side)
+                                  settings.max_image_side, settings.quota_storage_bytes)
         dispatcher = Dispatcher(celery, lifecycle, settings.queue, settings.broker_is_redis)
         machines = MachineStore(client, settings.liveness_seconds, settings.job_retention)
         quotas = Quotas(client, QuotaPolicy(
             settings.quota_submits_per_second, settings.quota_unfinished_jobs,
-            settings.quota_max_priority, settings.quota_websockets, settings.quota_replay_events))
+            settings.quota_max_priority, settings.quota_websockets, settings.quota_replay_events,
+            settings.quota_storage_bytes))
         webhooks = WebhookStore(patient, settings.webhook_secret_grace)
         jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, machines, settings,
                           quotas, webhooks)

@@ -250,6 +250,10 @@ class Settings:
         default=100, metadata=_env("CHORDLINE_QUOTA_MAX_PRIORITY", int)
     )
     quota_websockets: int = field(default=100, metadata=_env("CHORDLINE_QUOTA_WEBSOCKETS", int))
+    # Bytes of images a tenant may keep (uploads and outputs, until they expire).
+    quota_storage_bytes: int = field(
+        default=10 << 30, metadata=_env("CHORDLINE_QUOTA_STORAGE_BYTES", int)
+    )
     quota_replay_events: int = field(
         default=10_000, metadata=_env("CHORDLINE_QUOTA_REPLAY_EVENTS", int)
     )
@@ -279,6 +283,7 @@ class Settings:
                      "routing_interval", "routing_max_wait", "console_session_seconds",
                      "audit_max_entries", "quota_submits_per_second", "quota_unfinished_jobs",
                      "artifact_sweep_interval", "quota_websockets", "quota_replay_events",
+                     "quota_storage_bytes",
                      "webhook_max_age", "webhook_retry_base", "webhook_retry_cap",
                      "webhook_connect_timeout", "webhook_timeout", "webhook_senders",
                      "webhook_secret_grace"):

@@ -457,3 +457,22 @@ local function fail_compensation(wf, step, err, ts, retention)
   finish(wf, 'compensation_failed', ts, retention)
   emit_workflow(EV.WORKFLOW_COMPENSATION_FAILED, wf, ts, {error = failure})
 end
+
+-- A tenant's stored bytes (tasks/quotas.py): a hash of the hour (since the epoch)
+-- in which files expire -> their bytes. Hours gone by are dropped. Returns the
+-- total, and when (ms) the soonest hour still counted ends.
+local function storage_used(usage)
+  local hour = math.floor(now_ms() / 3600000)
+  local total, soonest = 0, nil
+  local f = redis.call('HGETALL', usage)
+  for i = 1, #f, 2 do
+    local h = tonumber(f[i])
+    if h < hour then
+      redis.call('HDEL', usage, f[i])
+    else
+      total = total + tonumber(f[i + 1])
+      if not soonest or h < soonest then soonest = h end
+    end
+  end
+  return total, ((soonest or hour) + 1) * 3600000
+end

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from PIL import Image
 from simple_websocket import ConnectionError as HandshakeRefused
 
 from app import create_app
@@ -105,3 +108,32 @@ def _opens(url: str) -> bool:
     except HandshakeRefused:
         return False
     return True
+
+
+def noisy_png(side: int = 64) -> bytes:
+    """An image that PNG cannot shrink much (about 12 KiB at 64 px)."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.quotas(quota_storage_bytes=20_000, quota_unfinished_jobs=1000,
+                    quota_submits_per_second=100.0)
+def test_stored_bytes_past_the_quota_refuse_uploads_and_submissions(strict: Flask) -> None:
+    client = strict.test_client()
+    tenant_b = {"x-api-key": "key-tenant-b", "content-type": "image/png"}
+    answers = [client.post("/api/artifacts", data=noisy_png(), headers=tenant_b)
+               for _ in range(3)]
+    assert [a.status_code for a in answers] == [201, 201, 429]
+    refused = answers[2]
+    assert refused.json["error"]["code"] == "QUOTA_EXCEEDED"
+    assert "bytes of images" in refused.json["error"]["message"]
+    retention = strict.extensions["chordline"].settings.job_retention
+    # Until the soonest files expire (their hour's bucket ends)
+    assert retention - 60 <= int(refused.headers["Retry-After"]) <= retention + 3600
+    submitted = submit(client, ECHO)
+    assert (submitted.status_code, submitted.json["error"]["code"]) == (429, "QUOTA_EXCEEDED")
+    # Other tenants and operators are not held back
+    assert submit(client, ECHO, "key-tenant-a").status_code == 200
+    assert client.post("/api/artifacts", data=noisy_png(),
+                       headers={**tenant_b, "x-api-key": "key-operator"}).status_code == 201

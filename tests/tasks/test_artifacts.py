@@ -61,3 +61,20 @@ def test_the_sweep_deletes_only_files_whose_records_are_gone(client: redis.Redis
     assert store.path(fresh_orphan).exists()
     _age(tmp_path / SWEEP_MARKER, 601)
     assert store.sweep(every=600, grace=3600) == 1
+
+
+def test_a_tenants_stored_bytes_count_up_and_down(client: redis.Redis, tmp_path: Path) -> None:
+    store = ArtifactStore(client, str(tmp_path), retention=60, max_side=512)
+    image = Image.new("RGB", (32, 32), "red")
+    made = [store.save_image(image, "t1", job_id="j1") for _ in range(2)]
+    store.save_image(image, "t2")
+    size = (tmp_path / made[0].path).stat().st_size
+
+    def stored(tenant: str) -> int:
+        return sum(int(v) for v in client.hvals(keys.quota_storage(tenant)))
+
+    assert (stored("t1"), stored("t2")) == (2 * size, size)
+    store.delete_job_artifacts("j1", only=[made[0].id])
+    assert stored("t1") == size
+    store.delete_job_artifacts("j1")
+    assert not client.exists(keys.quota_storage("t1"))  # an empty bucket is dropped
