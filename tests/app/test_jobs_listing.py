@@ -8,8 +8,10 @@ import pytest
 from flask import Flask
 
 from app import create_app
+from tasks import keys
 from tasks.services import Services
-from tests.support import Api, overrides_from_env
+from tasks.store import Job
+from tests.support import Api, overrides_from_env, wait_for
 
 
 @pytest.fixture
@@ -35,11 +37,23 @@ def test_a_pending_job_can_be_cancelled_once(api: Api, parked: Services) -> None
 
 def test_a_cancelled_job_is_never_run_even_if_its_message_arrives(
         api: Api, parked: Services, services: Services) -> None:
-    job = parked.jobs.submit("tenant-a", {"type": "echo", "priority": 50, "retries": 0}, "cid")
-    api.request("POST", f"/api/jobs/{job.id}/cancel")
-    services.dispatcher.publish(job)  # the message reaches the real worker after all
-    marker = api.submit_ok({"type": "echo", "priority": 0})  # queued behind it
-    api.wait(marker)
+    # A job no machine fits stays pending on its route; cancelled, its message is then
+    # sent to the queue the real worker consumes, as a late or duplicate delivery would
+    unfit = {"type": "echo", "priority": 50, "retries": 0,
+             "requirements": {"labels": {"zone": "nowhere"}}}
+    job = parked.jobs.submit("tenant-a", unfit, "cid")
+    assert api.request("POST", f"/api/jobs/{job.id}/cancel").status_code == 200
+    raw = services.redis.hgetall(keys.job(job.id))
+    services.dispatcher.publish(Job.from_hash({**raw, "route": ""}))
+    queue = services.settings.queue
+
+    def consumed() -> bool:  # the base queue's lists (one per broker priority) are empty
+        lists = [k for k in services.redis.scan_iter(match=f"{queue}*")
+                 if services.redis.type(k) == "list"]
+        return not any(services.redis.llen(k) for k in lists)
+
+    wait_for(consumed, 10, message="the worker to take the message")
+    api.wait(api.submit_ok({"type": "echo"}))  # the worker has had time to act on it
     assert api.job(job.id)["status"] == "cancelled" and api.job(job.id)["attempts"] == 0
 
 
