@@ -104,6 +104,7 @@ class FleetCollector(Collector):
         yield from self._queues()
         yield self._celery(snapshot)
         yield from self._fleet()
+        yield from self._webhooks()
 
     def _jobs(self, snapshot: Snapshot) -> Iterator[Metric]:
         for status in (SUBMITTED, *JOB_OUTCOMES):
@@ -149,6 +150,13 @@ class FleetCollector(Collector):
         yield _gauge("chordline_celery_queue_length", "Messages waiting in a Celery queue "
                      "(Redis broker only)", ["queue"],
                      [([d.queue], d.messages) for d in depths if d.messages is not None])
+
+    def _webhooks(self) -> Iterator[Metric]:
+        subjects, late = self._s.webhooks.backlog()
+        yield _gauge("chordline_webhook_backlog", "Jobs and workflows with a webhook delivery "
+                     "waiting (due, in flight or retrying)", [], [([], subjects)])
+        yield _gauge("chordline_webhook_overdue_seconds", "How long past due the most overdue "
+                     "webhook delivery is (0: none is late)", [], [([], late)])
 
     @staticmethod
     def _celery(snapshot: Snapshot) -> Metric:

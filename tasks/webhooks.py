@@ -132,6 +132,15 @@ class WebhookStore:
         found = sorted((json.loads(v) for v in raw.values()), key=_event_order)
         return [_shown(d) for d in found]
 
+    def backlog(self) -> tuple[int, float]:
+        """Subjects with a delivery waiting (due, held or retrying), and how late (s) the
+        most overdue one is: what /metrics shows."""
+        subjects = int(self._redis.zcard(keys.WEBHOOK_OUTBOX))
+        first = cast(list[tuple[str, float]],
+                     self._redis.zrange(keys.WEBHOOK_OUTBOX, 0, 0, withscores=True))
+        late = max(0.0, (now_ms() - first[0][1]) / 1000) if first else 0.0
+        return subjects, late
+
     def rotate_secret(self, tenant: str) -> str:
         """A new signing secret for the tenant; the old one verifies for the grace period."""
         secret = signature.new_secret()

@@ -70,6 +70,8 @@ METRICS = {
     "chordline_http_requests_total": "counter",
     "chordline_http_request_duration_seconds": "histogram",
     "chordline_machines": "gauge",
+    "chordline_webhook_backlog": "gauge",
+    "chordline_webhook_overdue_seconds": "gauge",
     "chordline_gpu_memory_used_bytes": "gauge",
     "chordline_gpu_memory_total_bytes": "gauge",
     "chordline_gpu_utilization_ratio": "gauge",

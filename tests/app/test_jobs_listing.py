@@ -9,6 +9,7 @@ from flask import Flask
 
 from app import create_app
 from tasks import keys
+from tasks.celery_app import broker_lists
 from tasks.services import Services
 from tasks.store import Job
 from tests.support import Api, overrides_from_env, wait_for
@@ -47,10 +48,10 @@ def test_a_cancelled_job_is_never_run_even_if_its_message_arrives(
     services.dispatcher.publish(Job.from_hash({**raw, "route": ""}))
     queue = services.settings.queue
 
-    def consumed() -> bool:  # the base queue's lists (one per broker priority) are empty
-        lists = [k for k in services.redis.scan_iter(match=f"{queue}*")
-                 if services.redis.type(k) == "list"]
-        return not any(services.redis.llen(k) for k in lists)
+    lists = broker_lists(queue)
+
+    def consumed() -> bool:
+        return not any(services.redis.llen(name) for name in lists)
 
     wait_for(consumed, 10, message="the worker to take the message")
     api.wait(api.submit_ok({"type": "echo"}))  # the worker has had time to act on it
