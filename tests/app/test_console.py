@@ -253,7 +253,7 @@ def test_the_page_recovers_after_the_api_restarts(console: Any, web: WebProcess,
     job_id = unschedulable_job(web)
     sign_in(console, OPERATOR, f"/dashboard/jobs/{job_id}")
     # The API goes away: the page says it is reconnecting
-    web.stop()
+    web.kill()  # a crash: no goodbye to the socket
     console.wait_for_selector("#live[data-state=reconnecting]")
     # While it is down, the job changes; when it is back the page catches up
     # from its last event id, with the same session, and without a reload
