@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -152,3 +155,22 @@ def test_a_retry_past_the_maximum_age_fails_the_delivery() -> None:
     assert decide(retry, 5, now, POLICY, now + 59_000)[0] == Outcome.FAILED
     assert decide(Answer(404), 1, now, POLICY, now) == (Outcome.FAILED, 0)
     assert decide(Answer(200), 1, now, POLICY, now) == (Outcome.DELIVERED, 0)
+
+
+def test_tls_is_verified_against_the_urls_host(tmp_path: Path) -> None:
+    """A receiver whose certificate no authority signed is not trusted (no verify=False)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        got = post(f"https://127.0.0.1:{server.server_port}/in", {}, b"{}", POLICY)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got.status is None and "CERTIFICATE_VERIFY_FAILED" in (got.error or "")
