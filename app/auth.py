@@ -28,7 +28,7 @@ from flask import Flask, Response, current_app, g, request
 from app.errors import ApiError
 from tasks.settings import OPERATOR_TENANT, VIEWER
 
-CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}\Z")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
 # POSTs that change nothing a viewer could not see: a ticket to read events with.

@@ -28,7 +28,7 @@ from tasks.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_ID = re.compile(r"^[0-9a-f]{32}$")
+ARTIFACT_ID = re.compile(r"^[0-9a-f]{32}\Z")
 # The formats the API promises; Pillow's other decoders (many, some rarely audited)
 # never see a tenant's bytes.
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")

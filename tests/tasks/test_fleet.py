@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
 
-from tasks.fleet import Offer, Route, unplaceable
+from tasks.fleet import (
+    LABEL_KEY,
+    LABEL_VALUE,
+    MACHINE_ID,
+    MODEL_NAME,
+    SAFE_NAME,
+    Offer,
+    Route,
+    unplaceable,
+)
 
 GPU = Offer("m1", gpu_types=frozenset({"simulate"}), cpu_types=frozenset({"echo"}),
             models={"sdxl": frozenset(), "flux": frozenset({"simulate"})},
@@ -69,3 +79,9 @@ def test_a_draining_offer_accepts_nothing() -> None:
 def test_the_reason_a_job_waits_names_what_is_missing(
         route: Route, offers: list[Offer], reason: str | None) -> None:
     assert unplaceable(route, offers) == reason
+
+
+@pytest.mark.parametrize("pattern", [SAFE_NAME, MODEL_NAME, LABEL_KEY, LABEL_VALUE, MACHINE_ID])
+def test_a_name_with_a_trailing_newline_is_refused(pattern: re.Pattern[str]) -> None:
+    """`$` would let `"eu\\n"` through (it matches before a final newline); `\\Z` does not."""
+    assert pattern.match("eu1") and not pattern.match("eu1\n")
