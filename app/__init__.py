@@ -13,7 +13,7 @@ from tasks.settings import Settings
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from defaults, then the environment, then `overrides` (tests win)."""
-    from app import console, metrics, sockets
+    from app import console, metrics, openapi, sockets
     from app.api import (
         artifacts,
         audit,
@@ -68,6 +68,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(sockets.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(console.bp, url_prefix="/dashboard")
+    app.register_blueprint(openapi.bp)
     return app
 
 

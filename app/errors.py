@@ -86,7 +86,11 @@ def register_error_handlers(app: Flask) -> None:
         code, message = HTTP_CODES.get(status, ("HTTP_ERROR", exc.name))
         if status == 404:
             message = f"Endpoint {request.method} {request.path} not found"
-        return error_response(status, code, message)
+        response, status = error_response(status, code, message)
+        # What the exception says besides its page: a 405's Allow, a 416's Content-Range.
+        response.headers.extend((name, value) for name, value in exc.get_headers()
+                                if name.lower() != "content-type")
+        return response, status
 
     @app.errorhandler(QuotaExceeded)
     def on_quota(exc: QuotaExceeded) -> tuple[Response, int]:

@@ -19,14 +19,15 @@ import uuid
 from typing import Any
 
 import redis
-from flask import Blueprint, current_app, g
+from flask import Blueprint, Response, current_app, g
 from flask_sock import Sock
 from marshmallow import ValidationError
 from simple_websocket import ConnectionClosed, Server
+from wsproto.utilities import RemoteProtocolError
 
 from app import payloads
 from app.auth import authenticate, check_origin
-from app.errors import ApiError, flatten
+from app.errors import ApiError, error_response, flatten
 from app.event_hub import (
     EVERYTHING,
     EventHub,
@@ -70,6 +71,12 @@ def free_unused_seat(_exc: BaseException | None = None) -> None:
     if g.get("socket_id") and not g.get("socket_started"):
         with contextlib.suppress(redis.RedisError):
             current_services().jobs.quotas.unseat(g.tenant, g.socket_id)
+
+
+@bp.errorhandler(RemoteProtocolError)
+def refuse_handshake(exc: RemoteProtocolError) -> tuple[Response, int]:
+    """An upgrade that is not a WebSocket handshake (no Sec-WebSocket-Key, say): a 400."""
+    return error_response(400, "INVALID_REQUEST", f"Not a WebSocket handshake: {exc}")
 
 
 @sock.route("/ws", bp=bp)

@@ -1,4 +1,5 @@
-"""What a WebSocket client may send: subscribe and unsubscribe."""
+"""What a WebSocket client may send (subscribe and unsubscribe), and what the server
+answers it besides events."""
 
 from __future__ import annotations
 
@@ -26,3 +27,23 @@ class SocketMessageSchema(Schema):
 
 
 SOCKET_MESSAGE = SocketMessageSchema()
+
+
+class SocketAckSchema(Schema):
+    """The server's answer to a subscribe (with `since` as asked) or an unsubscribe."""
+
+    type = fields.String(required=True, validate=validate.OneOf(["subscribed", "unsubscribed"]))
+    job_id = fields.String()
+    workflow_id = fields.String()
+    all = fields.Boolean()
+    since = fields.String(allow_none=True)
+
+
+class SocketErrorSchema(Schema):
+    """A refused message; the socket stays open."""
+
+    type = fields.String(required=True, validate=validate.Equal("error"))
+    code = fields.String(required=True, validate=validate.OneOf([
+        "INVALID_JSON", "INVALID_MESSAGE", "JOB_NOT_FOUND", "WORKFLOW_NOT_FOUND", "FORBIDDEN",
+        "TOO_MANY_SUBSCRIPTIONS", "QUOTA_EXCEEDED", "EVENTS_UNAVAILABLE"]))
+    message = fields.String(required=True)

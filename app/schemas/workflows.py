@@ -19,7 +19,7 @@ from tasks.conditions import OPERATORS, PRESENCE
 from tasks.statuses import WorkflowStatus
 from tasks.webhooks import CATEGORIES
 
-PATH = validate.Regexp(r"^(status|result)(\.[A-Za-z0-9_-]+){0,15}$",
+PATH = validate.Regexp(r"^(status|result)(\.[A-Za-z0-9_-]+){0,15}\Z",
                        error="must be `status` or a dotted path under `result`")
 
 

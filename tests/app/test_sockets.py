@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 import wsproto
 import wsproto.events
 from flask import Flask
@@ -59,6 +60,14 @@ def test_a_bad_or_missing_key_is_refused_at_the_handshake(live_server: LiveServe
         with pytest.raises(HandshakeRefused) as refused:
             Socket(live_server.url, key)
         assert refused.value.status_code == 401
+
+
+def test_an_upgrade_that_is_not_a_websocket_handshake_is_a_400(live_server: LiveServer) -> None:
+    upgrade = {"x-api-key": "key-tenant-a", "Connection": "Upgrade", "Upgrade": "websocket"}
+    for headers in (upgrade, {"x-api-key": "key-tenant-a"}):
+        response = requests.get(f"{live_server.url}/ws", headers=headers, timeout=5)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "INVALID_REQUEST"
 
 
 def test_the_key_may_come_in_the_query_string(live_server: LiveServer, api: Api) -> None:

@@ -296,6 +296,8 @@ def test_steps_are_jobs_but_are_cancelled_with_their_workflow(api: Api) -> None:
     ({"name": "x", "steps": [{"type": "echo"}, {"type": "echo", "depends_on": [0], "when": {
         "step": 0, "path": "__class__", "op": "eq"}}]}, "path"),
     ({"name": "x", "steps": [{"type": "echo"}, {"type": "echo", "depends_on": [0], "when": {
+        "step": 0, "path": "status\n", "op": "eq"}}]}, "path"),
+    ({"name": "x", "steps": [{"type": "echo"}, {"type": "echo", "depends_on": [0], "when": {
         "step": 0, "path": "status", "op": "matches"}}]}, "op"),
     ({"name": "x", "steps": "all of them"}, "steps"),
 ])
