@@ -14,11 +14,13 @@ install: $(STAMP)
 # TORCH to choose, e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu".
 TORCH ?= torch==2.13.0
 
+# --no-compile: byte-compiling every module of torch and transformers at install takes
+# two minutes; Python compiles the few that are imported, once, when first imported.
 $(STAMP): setup.cfg setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev,diffusion]'
+	$(BIN)/python -m pip install --quiet --no-compile $(TORCH)
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,diffusion]'
 	touch $(STAMP)
 
 run: install
