@@ -14,13 +14,16 @@ install: $(STAMP)
 # TORCH to choose, e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu".
 TORCH ?= torch==2.13.0
 
-# --no-compile: byte-compiling every module of torch and transformers at install takes
-# two minutes; Python compiles the few that are imported, once, when first imported.
+# pip byte-compiles what it installs on one core (torch and transformers: two minutes);
+# compileall does it on every core. Compiled here because machines that set
+# PYTHONDONTWRITEBYTECODE would otherwise compile them again in every worker process.
+# (`-`: a few test files of torch's are written for a newer Python; pip skips them too.)
 $(STAMP): setup.cfg setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --no-compile $(TORCH)
 	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,diffusion]'
+	-$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib
 	touch $(STAMP)
 
 run: install
