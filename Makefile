@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The virtualenv is ours: let Python keep the bytecode it compiles there, even on machines
+# that set PYTHONDONTWRITEBYTECODE (there every worker process would compile torch again).
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: install run test lint bench clean
 
@@ -14,16 +17,13 @@ install: $(STAMP)
 # TORCH to choose, e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu".
 TORCH ?= torch==2.13.0
 
-# pip byte-compiles what it installs on one core (torch and transformers: two minutes);
-# compileall does it on every core. Compiled here because machines that set
-# PYTHONDONTWRITEBYTECODE would otherwise compile them again in every worker process.
-# (`-`: a few test files of torch's are written for a newer Python; pip skips them too.)
+# --no-compile: pip would byte-compile every module of torch and transformers (two
+# minutes); Python compiles the few that are imported, once, when first imported.
 $(STAMP): setup.cfg setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --no-compile $(TORCH)
 	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,diffusion]'
-	-$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib
 	touch $(STAMP)
 
 run: install
