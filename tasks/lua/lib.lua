@@ -33,7 +33,8 @@ local function queue_webhook(subject, event)
     return
   end
   local id = 'msg_' .. event.id
-  local now = tonumber(redis.call('TIME')[1]) * 1000
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('HSET', hooks, id, cjson.encode({id = id, event_id = event.id, type = event.type,
     url = subject.webhook_url, tenant = subject.tenant, record = subject.record,
     kind = subject.kind, status = 'pending', attempts = {}, created_ms = now,
