@@ -28,7 +28,13 @@ end
 -- subject into the outbox, due now.
 local function queue_webhook(subject, event)
   local hooks = subject.webhooks
-  if not hooks or not subject.webhook_events
+  if not hooks then return end
+  local queue = hooks .. WEBHOOK_QUEUE_SUFFIX
+  -- Every event of the subject (its final one always comes) carries the record's
+  -- expiry over to its deliveries, whatever the filter takes.
+  expire_with(hooks, subject.record)
+  expire_with(queue, subject.record)
+  if not subject.webhook_events
       or not string.find(subject.webhook_events, ',' .. event.type .. ',', 1, true) then
     return
   end
@@ -39,7 +45,6 @@ local function queue_webhook(subject, event)
     url = subject.webhook_url, tenant = subject.tenant, record = subject.record,
     kind = subject.kind, status = 'pending', attempts = {}, created_ms = now,
     payload = cjson.encode({type = event.type, timestamp = event.ts, data = event})}))
-  local queue = hooks .. WEBHOOK_QUEUE_SUFFIX
   if redis.call('RPUSH', queue, id) == 1 then
     redis.call('ZADD', WEBHOOK_OUTBOX, now, hooks)
   end

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tasks import signature
+from tasks import keys, signature
+from tasks.services import Services
 from tests.support import ROOT, Api, WebhookReceiver, wait_for
 
 
@@ -211,3 +212,14 @@ def readme_block(marker: str) -> str:
     text = (ROOT / "README.md").read_text()
     after = text[text.index(marker):]
     return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_deliveries_expire_with_their_job_whatever_the_filter_takes(
+        api: Api, secret: str, services: Services, receivers: list[WebhookReceiver]) -> None:
+    receiver = receiver_for(receivers, secret)
+    job_id = api.submit_ok({"type": "echo", "webhook_url": receiver.url,
+                            "webhook_events_filter": ["start"]})
+    api.wait(job_id)
+    settled(api, f"/api/jobs/{job_id}", 1)
+    hooks = keys.job_webhooks(job_id)
+    assert 0 < services.redis.ttl(hooks) <= services.redis.ttl(keys.job(job_id)) + 1
