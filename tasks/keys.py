@@ -203,3 +203,13 @@ def webhook_queue(webhooks_key: str) -> str:
 
 def webhook_secret(tenant: str) -> str:
     return f"{PREFIX}:webhook-secret:{tenant}"
+
+
+# The broker messages each worker process holds unacknowledged (tasks/reservations.py),
+# on the broker's Redis beside kombu's own `unacked` hash: delivery tag -> when it came
+# (ms), per worker process ("hostname|pid"), and the set of processes that have one.
+RESERVERS = f"{PREFIX}:reservers"
+
+
+def reservations(instance: str) -> str:
+    return f"{PREFIX}:reserved:{instance}"

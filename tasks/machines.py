@@ -95,7 +95,7 @@ class MachineStore:
     def gone(self, hostname: str) -> None:
         """A worker shut down: it, and its machine if it was the last, go offline now."""
         self._scripts.worker_gone(keys=[keys.worker(hostname), keys.WORKERS],
-                                  args=[hostname, iso(), self._cutoff()])
+                                  args=[hostname, iso(), self.liveness_cutoff()])
 
     def publish_models(self, hostname: str, models: list[dict[str, Any]]) -> None:
         self._publish(hostname, "models_loaded", models)
@@ -139,12 +139,21 @@ class MachineStore:
 
     def live_workers(self) -> list[str]:
         """Every worker whose heartbeat is live, fleet-wide."""
-        return [str(h) for h in self._redis.zrangebyscore(keys.WORKERS, self._cutoff(), "+inf")]
+        return [str(h) for h in
+                self._redis.zrangebyscore(keys.WORKERS, self.liveness_cutoff(), "+inf")]
+
+    def live_pids(self) -> dict[str, str | None]:
+        """Every live worker -> the pid of the main process that beats for it."""
+        hostnames = self.live_workers()
+        pipe = self._redis.pipeline(transaction=False)
+        for hostname in hostnames:
+            pipe.hget(keys.worker(hostname), "pid")
+        return dict(zip(hostnames, pipe.execute(), strict=True))
 
     def hostnames(self, machine_id: str) -> list[str]:
         """The machine's live workers."""
         return [str(h) for h in self._redis.zrangebyscore(
-            keys.machine_workers(machine_id), self._cutoff(), "+inf")]
+            keys.machine_workers(machine_id), self.liveness_cutoff(), "+inf")]
 
     def describe(self, machine_id: str) -> dict[str, Any] | None:
         views = self._describe([machine_id])
@@ -155,7 +164,7 @@ class MachineStore:
 
     def _describe(self, machine_ids: Sequence[str]) -> list[dict[str, Any]]:
         pipe = self._redis.pipeline(transaction=False)
-        cutoff = self._cutoff()
+        cutoff = self.liveness_cutoff()
         for machine_id in machine_ids:
             pipe.hgetall(keys.machine(machine_id))
             pipe.zrangebyscore(keys.machine_workers(machine_id), cutoff, "+inf")
@@ -223,7 +232,8 @@ class MachineStore:
         labels, drain = self._redis.hmget(keys.machine(machine_id), ["operator_labels", "drain"])
         return json.loads(labels or "{}"), drain == "1"
 
-    def _cutoff(self) -> int:
+    def liveness_cutoff(self) -> int:
+        """When (ms) a worker must have beaten since to count as live."""
         return now_ms() - self._liveness_ms
 
 

@@ -2,6 +2,7 @@
 
 A SIGKILLed worker fires no signal and, on Redis, its unacked messages return
 only after the visibility timeout. Every worker runs this reaper on a timer:
+the messages a dead worker held go back to their queues (tasks/reservations.py),
 jobs whose lease expired are queued again (or failed, once they have lost their
 worker `max_deliveries` times), jobs, workflows and compensations left in the
 outboxes (or whose compensation run's lease ran out) are published again, the
@@ -26,6 +27,7 @@ from tasks.dispatch import Dispatcher
 from tasks.events import EventLog
 from tasks.lifecycle import Lifecycle
 from tasks.machines import MachineStore
+from tasks.reservations import Reservations
 from tasks.routes import RouteStore
 from tasks.statuses import JobStatus
 from tasks.store import JobStore
@@ -53,11 +55,17 @@ class Reaper:
     machines: MachineStore
     artifacts: ArtifactStore
     artifact_sweep_interval: float
+    # On a Redis broker: dead workers' unacknowledged messages go back to their queues.
+    reservations: Reservations | None = None
     _sweeper: threading.Thread | None = field(default=None, init=False)
 
     def tick(self) -> dict[str, int]:
-        """One pass; returns how many jobs it requeued, failed and republished."""
-        counts = {"requeued": 0, "failed": 0, "republished": 0}
+        """One pass; returns how many jobs it requeued, failed and republished, and how
+        many messages of dead workers it gave back to their queues."""
+        counts = {"requeued": 0, "failed": 0, "republished": 0, "restored": 0}
+        if self.reservations is not None:
+            counts["restored"] = self.reservations.restore_dead(
+                self.machines.live_pids(), self.machines.liveness_cutoff())
         for job_id in self.lifecycle.expired_leases():
             outcome = self.lifecycle.reap(job_id)
             if outcome == "requeued":

@@ -25,6 +25,7 @@ from tasks.models import ModelCache
 from tasks.node import NodeProfile
 from tasks.overview import Overview
 from tasks.quotas import QuotaPolicy, Quotas
+from tasks.reservations import Reservations
 from tasks.routes import RouteStore
 from tasks.saga import SagaPolicy, SagaStore
 from tasks.settings import Settings
@@ -79,6 +80,8 @@ class Services:
     # the models its GPU keeps warm.
     node: NodeProfile | None = None
     models: ModelCache | None = None
+    # On a Redis broker: the messages each worker holds (tasks/reservations.py).
+    reservations: Reservations | None = None
 
     @classmethod
     def build(cls, settings: Settings, celery: Celery) -> Services:
@@ -118,7 +121,8 @@ class Services:
                    workflow_store, workflows, step_inputs, EventLog(client), saga, machines,
                    MachineService(machines, dispatcher), routes, metrics,
                    AuditLog(client, settings.audit_max_entries), overview,
-                   IdempotencyStore(client), webhooks)
+                   IdempotencyStore(client), webhooks,
+                   reservations=Reservations(broker, celery) if broker is not None else None)
 
 
 def current_services() -> Services:

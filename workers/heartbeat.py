@@ -14,6 +14,7 @@ import redis
 from tasks.clock import iso
 from tasks.node import NodeProfile
 from tasks.reaper import Reaper
+from tasks.reservations import instance_name
 from tasks.services import Services
 from workers.gpu import Sampler
 
@@ -39,7 +40,9 @@ class WorkerHeartbeat:
                               services.settings.job_retention, services.events,
                               services.settings.event_retention, services.routes,
                               services.machines, services.artifacts,
-                              services.settings.artifact_sweep_interval)
+                              services.settings.artifact_sweep_interval,
+                              services.reservations)
+        self._instance = instance_name(hostname)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chordline-heartbeat",
                                         daemon=True)
@@ -52,6 +55,8 @@ class WorkerHeartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
         try:
+            if self._s.reservations is not None:  # kombu gives back what it held, on close
+                self._s.reservations.forget(self._instance)
             self._s.machines.gone(self._hostname)
         except redis.RedisError:
             log.warning("could not remove worker %s from Redis", self._hostname)
@@ -65,6 +70,8 @@ class WorkerHeartbeat:
                                      self._update(profile))
         for hostname in gone:
             log.warning("worker %s stopped beating: announced offline", hostname)
+        if self._s.reservations is not None:
+            self._s.reservations.prune(self._instance)
 
     def _update(self, profile: NodeProfile) -> dict[str, Any]:
         """What machine.updated says of this worker (coarse, so noise says nothing)."""

@@ -156,7 +156,10 @@ class RoutingStep(bootsteps.StartStopStep):
         global _current
         assert self.services is not None and self.profile is not None
         _current = c.chordline_routing = QueueRouting(c, self.services, self.profile)
-        _current.refresh()
+        # The first look runs in the event loop, once the consumer has its message
+        # callback: RabbitMQ delivers a route queue's waiting messages the moment it is
+        # consumed, and before then kombu's consumer has nowhere to hand them (a crash).
+        c.timer.call_after(0, _current.refresh)
         self._timer = c.timer.call_repeatedly(self.services.settings.routing_interval,
                                               _current.tick)
 

@@ -30,6 +30,7 @@ from celery.signals import (
     celeryd_init,
     task_failure,
     task_prerun,
+    task_received,
     task_rejected,
     task_retry,
     task_revoked,
@@ -44,6 +45,7 @@ from celery.worker import state as worker_state
 from flask import Flask
 
 from tasks.courier import Courier, DeliveryPolicy
+from tasks.reservations import instance_name
 from tasks.services import Services
 from workers.heartbeat import WorkerHeartbeat
 from workers.telemetry import TaskCounts
@@ -69,6 +71,7 @@ class SignalBridge:
         worker_process_init.connect(self.on_worker_process_init, weak=False)
         worker_ready.connect(self.on_worker_ready, weak=False)
         worker_shutdown.connect(self.on_worker_shutdown, weak=False)
+        task_received.connect(self.on_task_received, weak=False)
         task_revoked.connect(self.on_task_revoked, weak=False)
         task_unknown.connect(self.on_task_unknown, weak=False)
         task_rejected.connect(self.on_task_rejected, weak=False)
@@ -125,6 +128,19 @@ class SignalBridge:
         while self._couriers:
             self._couriers.pop().stop()
         self.counts.flush()
+
+    def on_task_received(self, request: Any = None, **_: Any) -> None:
+        """Record the message before it can wait or run, so that it comes back soon if this
+        worker dies holding it (tasks/reservations.py). Only the main process receives."""
+        reservations = self.services.reservations
+        tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+        if reservations is None or not tag:
+            return
+        try:
+            reservations.record(instance_name(self.hostname), str(tag))
+        except Exception:
+            log.warning("could not record message %s as held by this worker", tag,
+                        exc_info=True)
 
     def on_task_revoked(self, request: Any = None, terminated: bool = False,
                         expired: bool = False, **_: Any) -> None:
