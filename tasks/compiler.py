@@ -28,12 +28,21 @@ group followed by a step becomes an explicit `chord` with that step as its body,
 and a group followed by another group is joined by a `chordline.join` barrier
 task. Inside a chord header, a series never ends in a bare group, so every
 header member reports to the chord exactly once.
+
+Long chains: Celery sends the rest of a chain inside every message of it, so a
+chain of n steps costs O(n^2) bytes (about 4 MB for 200 steps).
+`to_segmented_canvas` cuts the workflow's outer chain every `SEGMENT` steps,
+where a step depends on the step before it: the head segment is applied, and each
+later segment's canvas is parked on its first step's job, which the job store
+releases and publishes when that step's dependencies complete, as it does for a
+step delivered early. Bytes then grow linearly (at most `SEGMENT` signatures a
+message), for one extra store read per cut; the order is the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from celery import chord, group
 from celery.canvas import Signature, _chain
@@ -230,17 +239,43 @@ def _collect(node: Node, pairs: set[tuple[int, int]]) -> list[int]:
     return [i for g in groups for i in g]
 
 
+# Most signatures one message of a workflow's outer chain carries (see the module doc).
+SEGMENT = 16
+
+
+@dataclass(frozen=True)
+class Segmented:
+    """A canvas with its long chains cut: `head` is applied; `parked[i]` runs the rest of
+    a chain from step i, sent once step i's dependencies complete."""
+
+    head: Signature
+    parked: dict[int, Signature] = field(default_factory=dict)
+
+
 def to_canvas(tree: Node, step: Callable[[int], Signature],
               barrier: Callable[[], Signature]) -> Signature:
     """The canvas that runs `tree`: `step(i)` runs step i, `barrier()` joins two groups."""
     return _Emitter(step, barrier).emit(tree, in_header=False)
 
 
+def to_segmented_canvas(tree: Node, depends_on: Sequence[Sequence[int]],
+                        step: Callable[[int], Signature], barrier: Callable[[], Signature],
+                        segment: int = SEGMENT) -> Segmented:
+    """`to_canvas`, with the outer chain cut before a step that depends on the step
+    before it, once `segment` signatures follow in the message."""
+    emitter = _Emitter(step, barrier, depends_on, segment)
+    head = emitter.emit(tree, in_header=False)
+    return Segmented(head, emitter.parked)
+
+
 class _Emitter:
-    def __init__(self, step: Callable[[int], Signature],
-                 barrier: Callable[[], Signature]) -> None:
+    def __init__(self, step: Callable[[int], Signature], barrier: Callable[[], Signature],
+                 depends_on: Sequence[Sequence[int]] | None = None, segment: int = 0) -> None:
         self._step = step
         self._barrier = barrier
+        self._depends_on = depends_on
+        self._segment = segment
+        self.parked: dict[int, Signature] = {}
 
     def emit(self, node: Node, *, in_header: bool) -> Signature:
         if isinstance(node, Step):
@@ -262,21 +297,48 @@ class _Emitter:
         """
         rest: list[Signature] = []  # the continuation, back to front
         led_by_step = False
-        for part in reversed(node.parts):
+        carried = 0  # signatures in the continuation (a message of it carries them all)
+        for k in reversed(range(len(node.parts))):
+            part = node.parts[k]
             if isinstance(part, Step):
                 rest.append(self._step(part.index))
-                led_by_step = True
+                led_by_step, carried = True, carried + 1
+                if not in_header and carried >= self._segment and self._cuts(node, k):
+                    self.parked[part.index] = _as_chain(rest)
+                    rest, carried = [], 0
                 continue
+            carried += _size(part) + 1
             assert isinstance(part, Parallel), "a series holds steps and parallels only"
             if not rest and not in_header:
                 rest = [self._group(part)]
             else:
                 if not led_by_step:
                     rest.append(self._barrier())
-                body = rest[0] if len(rest) == 1 else _flat_chain(rest[::-1])
-                rest = [chord(self._group(part), body)]
+                rest = [chord(self._group(part), _as_chain(rest))]
             led_by_step = False
         return rest[::-1]
+
+
+    def _cuts(self, node: Series, k: int) -> bool:
+        """Can the chain be cut before part k: a step that depends on the step before it,
+        so the job store releases it exactly when the chain would have run it?"""
+        if self._depends_on is None or k == 0 or not self._segment:
+            return False
+        part, before = node.parts[k], node.parts[k - 1]
+        return (isinstance(part, Step) and isinstance(before, Step)
+                and before.index in self._depends_on[part.index])
+
+
+def _as_chain(rest: list[Signature]) -> Signature:
+    """A continuation built back to front, as one signature."""
+    return rest[0] if len(rest) == 1 else _flat_chain(rest[::-1])
+
+
+def _size(node: Node) -> int:
+    """How many steps a node holds."""
+    if isinstance(node, Step):
+        return 1
+    return sum(_size(part) for part in node.parts)
 
 
 def _flat_chain(elements: list[Signature]) -> Signature:

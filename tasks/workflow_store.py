@@ -90,8 +90,10 @@ class WorkflowStore:
         self._retention = retention
 
     def create(self, workflow_id: str, job_ids: Sequence[str], new: NewWorkflow,
-               outbox_due_ms: int) -> Workflow:
-        """Store the workflow and its steps in one transaction, marked unpublished."""
+               outbox_due_ms: int, parked: Mapping[int, str] | None = None) -> Workflow:
+        """Store the workflow and its steps in one transaction, marked unpublished;
+        `parked`: step index -> the message (JSON) that runs the chain segment it heads,
+        for the job store to send when the step's dependencies complete."""
         now = now_ms()
         created_at = iso(now)
         pipe = self._redis.pipeline(transaction=True)
@@ -100,7 +102,8 @@ class WorkflowStore:
             for dep in step.depends_on:
                 dependents[dep].append(keys.job(job_ids[index]))
         for index, step in enumerate(new.steps):
-            self._create_step(pipe, workflow_id, job_ids, index, step, dependents[index], new)
+            self._create_step(pipe, workflow_id, job_ids, index, step, dependents[index], new,
+                              (parked or {}).get(index))
         fields = self._workflow_fields(workflow_id, new, job_ids, created_at)
         scopes = keys.index_scopes(new.tenant)
         self._scripts.create(
@@ -117,7 +120,7 @@ class WorkflowStore:
 
     def _create_step(self, pipe: redis.client.Pipeline, workflow_id: str,
                      job_ids: Sequence[str], index: int, step: NewStep,
-                     dependents: list[str], new: NewWorkflow) -> None:
+                     dependents: list[str], new: NewWorkflow, envelope: str | None) -> None:
         extra: dict[str, Any] = {
             "workflow_key": keys.workflow(workflow_id), "step_index": index,
             "workflow_events_key": keys.workflow_events(workflow_id),
@@ -128,6 +131,8 @@ class WorkflowStore:
         }
         if step.input_from_deps:
             extra["input_from_deps"] = 1
+        if envelope is not None:
+            extra.update(parked=1, envelope=envelope)
         hook = webhook_fields(new.webhook_url, new.webhook_events,
                               keys.workflow_webhooks(workflow_id), STEP_EVENTS)
         if hook.get("webhook_events"):  # its steps' events the workflow's filter takes

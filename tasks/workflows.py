@@ -9,6 +9,7 @@ the canvas again (steps that already ran stand down when delivered twice).
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -16,9 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
-from celery.canvas import Signature
 
-from tasks.compiler import Node, plan, to_canvas
+from tasks.compiler import Node, Segmented, plan, to_segmented_canvas
 from tasks.dispatch import Dispatcher, StepCall
 from tasks.lifecycle import Lifecycle
 from tasks.routes import route_fields
@@ -88,12 +88,14 @@ class WorkflowService:
             forced_cuts=layout.forced_cuts, added_orders=layout.added_orders)
         workflow_id = str(uuid.uuid4())
         job_ids = [str(uuid.uuid4()) for _ in steps]
-        workflow = self.store.create(workflow_id, job_ids, new, self.lifecycle.outbox_due())
         signatures = [StepCall(job_id, step.job.priority, step.job.timeout,
                                step.job.route["route"])
                       for step, job_id in zip(steps, job_ids, strict=True)]
+        canvas = self.canvas(layout.tree, signatures, [s.depends_on for s in steps])
+        workflow = self.store.create(workflow_id, job_ids, new, self.lifecycle.outbox_due(),
+                                     {i: json.dumps(sig) for i, sig in canvas.parked.items()})
         try:
-            self._apply(workflow.id, layout.tree, signatures)
+            self._apply(workflow.id, canvas, signatures)
         except Exception as exc:
             self.store.delete(workflow, [j for j in self.store.steps(workflow) if j])
             raise BrokerUnavailable(str(exc)) from exc
@@ -113,8 +115,10 @@ class WorkflowService:
             return False
         signatures = [StepCall(j.id, j["priority"], j["timeout"], j.get("route", ""))
                       for j in steps if j]
+        # The segments after the first were parked on their steps when it was created.
+        canvas = self.canvas(plan(workflow["dag"]).tree, signatures, workflow["dag"])
         try:
-            self._apply(workflow_id, plan(workflow["dag"]).tree, signatures)
+            self._apply(workflow_id, canvas, signatures)
         except Exception:
             log.warning("republishing workflow %s failed; the outbox keeps it", workflow_id,
                         exc_info=True)
@@ -152,12 +156,15 @@ class WorkflowService:
             self.dispatcher.compensate(restart.publish)
         return restart.status
 
-    def canvas(self, tree: Node, steps: Sequence[StepCall]) -> Signature:
-        """The Celery canvas for a plan, each step on its route's queue."""
-        return to_canvas(tree, lambda i: self.dispatcher.step(steps[i]), self.dispatcher.barrier)
+    def canvas(self, tree: Node, steps: Sequence[StepCall],
+               depends_on: Sequence[Sequence[int]]) -> Segmented:
+        """The Celery canvas for a plan, each step on its route's queue, its long chains
+        cut into segments (tasks/compiler.py)."""
+        return to_segmented_canvas(tree, depends_on, lambda i: self.dispatcher.step(steps[i]),
+                                   self.dispatcher.barrier)
 
-    def _apply(self, workflow_id: str, tree: Node, steps: Sequence[StepCall]) -> None:
-        self.canvas(tree, steps).apply_async()
+    def _apply(self, workflow_id: str, canvas: Segmented, steps: Sequence[StepCall]) -> None:
+        canvas.head.apply_async()
         self.dispatcher.announce(step.queue for step in steps)
         self.store.published(workflow_id)
 

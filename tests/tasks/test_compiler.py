@@ -19,6 +19,7 @@ from tasks.compiler import (
     implied_order,
     plan,
     to_canvas,
+    to_segmented_canvas,
 )
 
 app = Celery("compiler-tests", set_as_current=False)
@@ -188,3 +189,54 @@ def _canvas_steps(shaped: Any) -> list[int]:
     if shaped == "join":
         return []
     return [i for part in shaped[1:] for i in _canvas_steps(part)]
+
+
+def steps_in(shape_: Any) -> list[int]:
+    """The step indices of a canvas shape, in the order they appear."""
+    if isinstance(shape_, int):
+        return [shape_]
+    if isinstance(shape_, tuple):
+        return [i for part in shape_[1:] for i in steps_in(part)]
+    return []
+
+
+def segmented(depends_on: list[list[int]], segment: int) -> tuple[Any, dict[int, Any]]:
+    canvas = to_segmented_canvas(plan(depends_on).tree, depends_on, step, barrier, segment)
+    return shape(canvas.head), {i: shape(sig) for i, sig in canvas.parked.items()}
+
+
+@pytest.mark.parametrize("length", [10, 100, 1000])
+def test_a_long_chain_is_cut_into_segments_that_each_carry_a_bounded_rest(length: int) -> None:
+    depends_on = [[i - 1] if i else [] for i in range(length)]
+    head, parked = segmented(depends_on, 16)
+    pieces = [head, *(parked[i] for i in sorted(parked))]
+    # Every step once, in order, and no message carries more than a segment
+    assert [i for piece in pieces for i in steps_in(piece)] == list(range(length))
+    assert max(len(steps_in(piece)) for piece in pieces) <= 16
+    assert len(parked) == (length - 1) // 16
+    # A parked segment starts at a step that depends on the one the chain before it ends with
+    for start in parked:
+        assert depends_on[start] == [start - 1]
+
+
+def test_a_chain_is_never_cut_inside_a_chord_header() -> None:
+    # Two long branches joined at the end: both are chord header members
+    branch = 20
+    depends_on = [[]] + [[i - 1] if i > 1 else [] for i in range(1, branch)]
+    depends_on += [[]] + [[branch + i - 1] for i in range(1, branch)]
+    depends_on += [[branch - 1, 2 * branch - 1]]
+    _head, parked = segmented(depends_on, 4)
+    assert parked == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(dags(max_steps=60), st.integers(1, 8))
+def test_segmenting_keeps_every_step_exactly_once(depends_on: list[list[int]],
+                                                  segment: int) -> None:
+    head, parked = segmented(depends_on, segment)
+    emitted = steps_in(head) + [i for piece in parked.values() for i in steps_in(piece)]
+    assert sorted(emitted) == list(range(len(depends_on)))
+    unsegmented = steps_in(shape(to_canvas(plan(depends_on).tree, step, barrier)))
+    assert sorted(unsegmented) == sorted(emitted)
+    # A parked segment waits for a dependency, which releases it
+    assert all(depends_on[start] for start in parked)

@@ -88,6 +88,22 @@ def test_every_shape_the_compiler_emits_runs_in_order(
     assert_ran_once_in_order(finished(canvas_stack, workflow_id), depends_on)
 
 
+@pytest.mark.parametrize("depends_on", [
+    [[i - 1] if i else [] for i in range(40)],
+    [[i - 1] if i else [] for i in range(20)] + [[19], [19]] + [[20, 21]]
+    + [[i - 1] for i in range(23, 45)],
+], ids=["chain-40", "chain-fan-out-chain"])
+def test_a_chain_cut_into_segments_runs_in_order(canvas_stack: Stack,
+                                                 depends_on: list[list[int]]) -> None:
+    # Given a workflow long enough that its chain is cut (tasks/compiler.py SEGMENT)
+    workflow_id, job_ids = create(canvas_stack, depends_on)
+    heads = [i for i, j in enumerate(job_ids)
+             if canvas_stack.services.redis.hget(keys.job(j), "parked") == "1"]
+    assert heads, "no segment was parked"
+    # Then the segments follow one another: every step once, after its dependencies
+    assert_ran_once_in_order(finished(canvas_stack, workflow_id), depends_on)
+
+
 def test_a_duplicate_of_a_running_header_step_does_not_fire_the_chord_early(
         canvas_stack: Stack) -> None:
     # Given a fan-in whose first header step is running
