@@ -36,11 +36,13 @@ lint: install
 	$(BIN)/ruff check app tasks workers tests benchmarks
 	$(BIN)/mypy
 
-# Fleet routing beside one plain Celery queue (about two minutes), the diffusion
-# overhead beside the bare pipeline (under a minute), workflow makespan beside raw Celery
-# (about two minutes), then event latency to 1,000 WebSocket clients beside raw Redis
-# pub/sub (about one minute).
+# Job throughput (submit, drain, end to end, per-step overhead, chain message bytes)
+# beside bare Celery (under a minute), fleet routing beside one plain Celery queue (about
+# two minutes), the diffusion overhead beside the bare pipeline (under a minute), workflow
+# makespan beside raw Celery (about two minutes), then event latency to 1,000 WebSocket
+# clients beside raw Redis pub/sub (about one minute).
 bench: install
+	$(BIN)/python -m benchmarks.throughput
 	$(BIN)/python -m benchmarks.fleet_routing
 	$(BIN)/python -m benchmarks.diffusion_overhead
 	$(BIN)/python -m benchmarks.workflow_makespan

@@ -60,8 +60,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": settings.result_expires,
         "task_soft_time_limit": settings.max_job_timeout,
         "task_time_limit": settings.max_job_timeout + HARD_LIMIT_GRACE,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Celery's own task events (three PUBLISHes a job, one more a submit) feed only
+        # Flower, which turns them on while it runs (its --enable-events, the default):
+        # Chordline's events come from its scripts (tasks/lua).
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         # The API answers 503 quickly instead of hanging while the broker is away.

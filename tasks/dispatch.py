@@ -1,4 +1,11 @@
-"""Publishing jobs to the broker, and the priority mapping the brokers disagree on."""
+"""Publishing jobs to the broker, and the priority mapping the brokers disagree on.
+
+Where the broker is the job store's own Redis, a new job's message is not published
+on its own: kombu builds it as for any publish and hands its final command here
+(`Dispatcher.prepare`), and the script that stores the job pushes it in the same
+step (tasks/lua/create.lua). A job is then stored and queued at once or not at all,
+in one round trip, with no outbox entry to add and clear.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from celery import Celery
 from celery.canvas import Signature
@@ -39,6 +47,40 @@ def broker_priority(priority: int, *, broker_is_redis: bool) -> int:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A job's broker message as kombu would push it: the list and the payload."""
+
+    queue_list: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class JobCall:
+    """What the message that runs one job needs."""
+
+    job_id: str
+    queue: str
+    priority: int
+    timeout: int
+    correlation_id: str = ""
+
+
+class _Capture:
+    """Stands in for kombu's Redis publish batch (`Producer.batch`, kombu 5.7): kombu
+    serializes and routes the message as for any publish, and hands the final Redis
+    commands to `add` instead of to a pipeline."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, tuple[Any, ...]]] = []
+
+    def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
+        return channel.basic_publish(message, _publish_batch=self, **kwargs)
+
+    def add(self, name: str, *args: Any) -> None:
+        self.commands.append((name, args))
+
+
+@dataclass(frozen=True)
 class StepCall:
     """What the message that runs one workflow step needs."""
 
@@ -57,6 +99,8 @@ class Dispatcher:
     lifecycle: Lifecycle
     queue: str
     broker_is_redis: bool
+    # The broker is the job store's Redis (same server and database): see `prepare`.
+    broker_is_store: bool = False
     # Route queues this process has told the workers about.
     _announced: set[str] = field(default_factory=set)
 
@@ -70,20 +114,47 @@ class Dispatcher:
             self.celery.signature(json.loads(job["envelope"])).apply_async(countdown=countdown)
             self.lifecycle.published(job.id)
             return
-        queue = job.get("route") or self.queue
+        call = JobCall(job.id, job.get("route") or self.queue, job["priority"], job["timeout"],
+                       job.get("correlation_id", ""))
+        self._send(call, countdown)
+        self.lifecycle.published(job.id)
+        self.announce([call.queue])
+
+    def prepare(self, call: JobCall) -> Prepared | None:
+        """A new job's message, for the job store to push as it stores the job; None
+        where the broker is elsewhere (then `publish` after storing, under the outbox)."""
+        if not self.broker_is_store:
+            return None
+        capture = _Capture()
+        with self.celery.producer_or_acquire() as producer:
+            local = getattr(producer, "_batch_local", None)
+            if local is None or getattr(local, "current", None) is not None:
+                return None  # a kombu without publish batches, or one in use
+            local.current = capture
+            try:
+                self._send(call, None, producer)
+            finally:
+                del local.current
+        if [name for name, _ in capture.commands] != ["lpush"]:
+            return None  # a queue with an expiry, say: publish it the ordinary way
+        queue_list, payload = capture.commands[0][1]
+        return Prepared(str(queue_list), str(payload))
+
+    def _send(self, call: JobCall, countdown: float | None, producer: Any = None) -> None:
         self.celery.send_task(
             RUN_JOB,
-            kwargs={"job_id": job.id},
-            task_id=job.id,
-            queue=queue,
-            priority=broker_priority(job["priority"], broker_is_redis=self.broker_is_redis),
-            headers={"x_correlation_id": job.get("correlation_id", "")},
+            kwargs={"job_id": call.job_id},
+            task_id=call.job_id,
+            queue=call.queue,
+            priority=broker_priority(call.priority, broker_is_redis=self.broker_is_redis),
+            headers={"x_correlation_id": call.correlation_id},
             countdown=countdown,
-            soft_time_limit=job["timeout"],
-            time_limit=job["timeout"] + HARD_LIMIT_GRACE,
+            soft_time_limit=call.timeout,
+            time_limit=call.timeout + HARD_LIMIT_GRACE,
+            # The job store holds the outcome: no result to subscribe to for each job.
+            ignore_result=True,
+            producer=producer,
         )
-        self.lifecycle.published(job.id)
-        self.announce([queue])
 
     def announce(self, queues: Iterable[str]) -> None:
         """Ask the workers to look at the routes again when a queue is new to this process,

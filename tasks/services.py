@@ -97,7 +97,8 @@ class Services:
         lifecycle = Lifecycle(patient, lease)
         artifacts = ArtifactStore(client, settings.artifact_dir, settings.job_retention,
                                   settings.max_image_side, settings.quota_storage_bytes)
-        dispatcher = Dispatcher(celery, lifecycle, settings.queue, settings.broker_is_redis)
+        dispatcher = Dispatcher(celery, lifecycle, settings.queue, settings.broker_is_redis,
+                                settings.broker_is_store)
         machines = MachineStore(client, settings.liveness_seconds, settings.job_retention)
         quotas = Quotas(client, QuotaPolicy(
             settings.quota_submits_per_second, settings.quota_unfinished_jobs,

@@ -320,6 +320,11 @@ class Settings:
         return max(1.0, round(self.heartbeat_interval * 3))
 
     @property
+    def broker_is_store(self) -> bool:
+        """The broker is the job store's own Redis: one server, one database."""
+        return self.broker_is_redis and _same_redis(self.broker_url, self.redis_url)
+
+    @property
     def broker_is_redis(self) -> bool:
         return self.broker_url.startswith(("redis://", "rediss://", "unix://"))
 
@@ -353,3 +358,15 @@ class Settings:
 
 def _var(name: str) -> str:
     return {f.name: f for f in dataclasses.fields(Settings)}[name].metadata["env"]
+
+
+def _same_redis(a: str, b: str) -> bool:
+    """Do two Redis URLs name one server and database (not merely equal text)?"""
+    from redis.connection import parse_url
+
+    def where(url: str) -> tuple[Any, ...]:
+        parsed = parse_url(url)
+        return (parsed.get("path") or parsed.get("host", "localhost"),
+                int(parsed.get("port", 6379)), int(parsed.get("db", 0)))
+
+    return where(a) == where(b)

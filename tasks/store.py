@@ -12,7 +12,7 @@ import binascii
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 import redis
 
@@ -22,6 +22,9 @@ from tasks.events import EventLog, EventType
 from tasks.scripts import Scripts
 from tasks.statuses import CANCELLABLE, JobStatus
 from tasks.webhooks import JOB_EVENTS, webhook_fields
+
+if TYPE_CHECKING:
+    from tasks.dispatch import Prepared
 
 JSON_FIELDS = ("parameters", "requirements", "result", "error", "depends_on", "when",
                "compensation_error")
@@ -135,10 +138,12 @@ class JobStore:
         self._retention = retention
 
     def create(self, job_id: str, new: NewJob, outbox_due_ms: int | None,
-               pipe: redis.client.Pipeline | None = None) -> Job:
+               pipe: redis.client.Pipeline | None = None,
+               message: Prepared | None = None) -> Job:
         """Store a job and its index entries; `outbox_due_ms` marks it unpublished.
 
-        With `pipe`, the write joins that pipeline (a workflow's transaction).
+        With `pipe`, the write joins that pipeline (a workflow's transaction); with
+        `message`, its broker message is queued in the same step (tasks/dispatch.py).
         """
         now = now_ms()
         fields = {**new.to_fields(iso(now)), "events_key": keys.job_events(job_id),
@@ -148,11 +153,13 @@ class JobStore:
         indexes = [keys.index_all(s) for s in scopes]
         indexes += [keys.type_index(s, new.type) for s in scopes]
         self._scripts.create(
-            keys=[keys.job(job_id), keys.SEQUENCE, keys.OUTBOX, *indexes],
+            keys=[keys.job(job_id), keys.SEQUENCE, keys.OUTBOX,
+                  message.queue_list if message else keys.job(job_id), *indexes],
             args=[job_id, json.dumps(fields), str(new.status), now,
                   "" if outbox_due_ms is None else outbox_due_ms,
                   "|".join(keys.status_index_prefix(s) for s in scopes),
-                  EventType.JOB_QUEUED if new.status == JobStatus.PENDING else "", iso(now)],
+                  EventType.JOB_QUEUED if new.status == JobStatus.PENDING else "", iso(now),
+                  message.payload if message else ""],
             client=pipe,
         )
         return Job.from_hash({**{k: str(v) for k, v in fields.items()},

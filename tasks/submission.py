@@ -17,7 +17,7 @@ from marshmallow import ValidationError
 from tasks import egress
 from tasks.artifacts import ArtifactStore, artifact_id_from_url
 from tasks.catalog import default_model
-from tasks.dispatch import Dispatcher
+from tasks.dispatch import Dispatcher, JobCall
 from tasks.fleet import Route, unplaceable
 from tasks.handlers.base import Handler, Requirements
 from tasks.handlers.images import ImageJob
@@ -100,6 +100,15 @@ class JobService:
             waiting_reason=self.waiting_reason(valid.route),
         )
         job_id = str(uuid.uuid4())
+        try:
+            message = self.dispatcher.prepare(JobCall(
+                job_id, new.route["route"], new.priority, new.timeout, correlation_id))
+        except Exception as exc:  # declaring a new queue needs the broker
+            raise BrokerUnavailable(str(exc)) from exc
+        if message is not None:  # stored and queued in one step
+            job = self.store.create(job_id, new, outbox_due_ms=None, message=message)
+            self.dispatcher.announce([new.route["route"]])
+            return job
         job = self.store.create(job_id, new, outbox_due_ms=self.lifecycle.outbox_due())
         try:
             self.dispatcher.publish(job)

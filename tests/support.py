@@ -179,7 +179,7 @@ class WorkerProcess(ProcessGroup):
 
     def start(self, timeout: float = 30) -> WorkerProcess:
         self._spawn([sys.executable, "-m", "celery", "-A", "workers.bootstrap", "worker",
-                     "--pool=prefork", f"--concurrency={self.concurrency}", "--events",
+                     "--pool=prefork", f"--concurrency={self.concurrency}",
                      "--without-mingle", "--without-gossip", "--loglevel=INFO",
                      f"--hostname={self.hostname}"])
         self._wait_until(lambda client: bool(client.exists(keys.worker(self.hostname))),
@@ -201,7 +201,7 @@ class NodeProcess(ProcessGroup):
 
     def start(self, timeout: float = 45) -> NodeProcess:
         self._spawn([*self.prefix, sys.executable, "-m", "workers.node",
-                     f"--name={self.machine_id}", "--", "--pool=prefork", "--events",
+                     f"--name={self.machine_id}", "--", "--pool=prefork",
                      "--without-mingle", "--without-gossip", "--loglevel=INFO"])
         self._wait_until(self.online, timeout, f"node {self.machine_id} online")
         return self

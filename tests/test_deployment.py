@@ -21,7 +21,9 @@ def test_the_procfile_names_web_worker_and_flower() -> None:
     processes = read_procfile(ROOT / "Procfile")
     assert set(processes) == {"web", "worker", "flower"}
     assert processes["web"].startswith("gunicorn ")
-    assert "--events" in processes["worker"]
+    # Celery's task events cost a worker three PUBLISHes a job that nothing of ours reads;
+    # Flower turns them on while it runs.
+    assert "--events" not in processes["worker"]
 
 
 def test_compose_runs_the_procfile_processes_beside_a_durable_redis() -> None:

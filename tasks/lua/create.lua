@@ -1,8 +1,11 @@
--- Create a job record and its index entries in one step.
--- KEYS[1] job hash, KEYS[2] sequence, KEYS[3] outbox, KEYS[4..] indexes to add to
+-- Create a job record and its index entries in one step, and queue its broker
+-- message in the same step when the broker is this Redis (tasks/dispatch.py).
+-- KEYS[1] job hash, KEYS[2] sequence, KEYS[3] outbox, KEYS[4] the broker list the
+-- message goes to (untouched without one), KEYS[5..] indexes to add to
 -- ARGV[1] job id, ARGV[2] fields (JSON), ARGV[3] status, ARGV[4] now (ms),
 -- ARGV[5] outbox due (ms, '' for none), ARGV[6] status index prefixes ('|'-joined),
--- ARGV[7] the event that announces a job ('' for none), ARGV[8] now (ISO)
+-- ARGV[7] the event that announces a job ('' for none), ARGV[8] now (ISO),
+-- ARGV[9] the broker message, as kombu would push it ('' for none)
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('job exists')
 end
@@ -11,7 +14,7 @@ local score = tonumber(ARGV[4]) * 1000 + (seq % 1000)
 hset_json(KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'seq', score, 'status_index_prefixes', ARGV[6])
 set_status(KEYS[1], ARGV[3])
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   redis.call('ZADD', KEYS[i], score, ARGV[1])
 end
 if ARGV[5] ~= '' then
@@ -23,4 +26,5 @@ if ARGV[7] ~= '' then
   local reason = redis.call('HGET', KEYS[1], 'waiting_reason')
   if reason then emit_job(EV.JOB_UNSCHEDULABLE, KEYS[1], ARGV[8], {reason = reason}) end
 end
+if ARGV[9] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[9]) end
 return tostring(score)
