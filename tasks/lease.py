@@ -1,8 +1,9 @@
-"""Keeping a lease alive from a thread, and reporting a step's progress under it."""
+"""Keeping leases alive from one thread per process, and reporting a step's progress."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -25,9 +26,59 @@ RETRY_AFTER = 1.0
 Heartbeat = Callable[[int | None], Lease]
 
 
+class _Renewer:
+    """The one thread of a process that renews its leases and writes their progress.
+
+    A thread per run cost a short job a fifth of its pool process's time (starting
+    it, and joining it); leases come and go here instead. Forked children start
+    with none (a pool process is forked from its worker).
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._wake = threading.Condition()
+        self._keepers: set[LeaseKeeper] = set()
+        self._thread: threading.Thread | None = None
+
+    def add(self, keeper: LeaseKeeper) -> None:
+        with self._wake:
+            self._keepers.add(keeper)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="lease-renewer",
+                                                daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def remove(self, keeper: LeaseKeeper) -> None:
+        with self._wake:
+            self._keepers.discard(keeper)
+
+    def wake(self) -> None:
+        with self._wake:
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                now = time.monotonic()
+                due = [k for k in self._keepers if k.next_due() <= now]
+                if not due:
+                    soonest = min((k.next_due() for k in self._keepers), default=None)
+                    self._wake.wait(None if soonest is None else soonest - now)
+                    continue
+            for keeper in due:  # outside the lock: a heartbeat may wait on Redis
+                keeper.tick()
+
+
+_RENEWER = _Renewer()
+
+
 class LeaseKeeper:
-    """Renews a lease and writes progress from a thread while the work runs in the
-    task's own thread, which never waits on Redis for either.
+    """Renews a lease and writes progress from the process's renewer thread, while the
+    work runs in the task's own thread, which never waits on Redis for either.
 
     Work stuck in native code still has its lease renewed; a process that dies
     (or is SIGKILLed with its worker) stops renewing, and the reaper takes the
@@ -44,11 +95,12 @@ class LeaseKeeper:
         self._fence_after = lease_seconds * FENCE
         self._name = name
         self._renewed_at = time.monotonic() if renewed_at is None else renewed_at
+        self._due = self._renewed_at + self._interval
+        # After a failed write, progress waits until then (a renewal waits for `_due`).
+        self._hold_until = 0.0
         # Reports not yet written, in order: each becomes one job.progress event.
         self._progress: deque[int] = deque(maxlen=1000)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{name}", daemon=True)
+        self._stopped = False
         self._lost = False
         self.stop_requested = False
 
@@ -65,46 +117,48 @@ class LeaseKeeper:
         return self._lost or time.monotonic() - self._renewed_at > self._fence_after
 
     def report(self, percent: int) -> None:
-        """Record progress soon, from the keeper's thread."""
+        """Record progress soon, from the renewer's thread."""
         self._progress.append(percent)
-        self._wake.set()
+        _RENEWER.wake()
 
     def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
+        _RENEWER.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._wake.set()
-        # A heartbeat stuck on an unreachable Redis must not hold the task up.
-        self._thread.join(timeout=RETRY_AFTER)
+        # A heartbeat in flight may still land: the finished run released the lease,
+        # so it is refused (heartbeat.lua checks the token).
+        self._stopped = True
+        _RENEWER.remove(self)
 
-    def _run(self) -> None:
-        due = self._renewed_at + self._interval
-        while not self._stop.is_set():
-            self._wake.wait(max(0.0, due - time.monotonic()))
-            self._wake.clear()
-            progress = self._progress.popleft() if self._progress else None
-            if self._progress:
-                self._wake.set()  # more to write: go round again at once
-            if self._stop.is_set() or (progress is None and time.monotonic() < due):
-                continue
-            sent = time.monotonic()
-            try:
-                lease = self._heartbeat(progress)
-            except redis.RedisError:
-                log.warning("could not renew the lease on %s", self._name, exc_info=True)
-                if progress is not None:
-                    self._progress.appendleft(progress)
-                due = time.monotonic() + min(self._interval, RETRY_AFTER)
-                continue
-            if lease is Lease.LOST:
-                self._lost = True
-                if not self._stop.is_set():  # else the run just finished and released it
-                    log.warning("lease on %s was taken over; stopping", self._name)
-                return
-            self._renewed_at, due = sent, sent + self._interval
-            self.stop_requested = self.stop_requested or lease is Lease.STOP
+    def next_due(self) -> float:
+        """When the renewer should call `tick` (monotonic)."""
+        return self._hold_until if self._progress else self._due
+
+    def tick(self) -> None:
+        """Write the oldest progress report, or renew the lease when it is due."""
+        if self._stopped:
+            return
+        progress = self._progress.popleft() if self._progress else None
+        if progress is None and time.monotonic() < self._due:
+            return
+        sent = time.monotonic()
+        try:
+            lease = self._heartbeat(progress)
+        except redis.RedisError:
+            log.warning("could not renew the lease on %s", self._name, exc_info=True)
+            if progress is not None:
+                self._progress.appendleft(progress)
+            self._due = self._hold_until = time.monotonic() + min(self._interval, RETRY_AFTER)
+            return
+        if lease is Lease.LOST:
+            self._lost = True
+            if not self._stopped:  # else the run just finished and released it
+                log.warning("lease on %s was taken over; stopping", self._name)
+            _RENEWER.remove(self)
+            return
+        self._renewed_at, self._due, self._hold_until = sent, sent + self._interval, 0.0
+        self.stop_requested = self.stop_requested or lease is Lease.STOP
 
 
 class ProgressReporter:
