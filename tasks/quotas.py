@@ -22,13 +22,15 @@ Each tenant (operators are exempt) therefore has, from Settings:
 - a longest replay per subscription (a client may not ask for a day of history
   over a socket; the paged /events endpoints serve that).
 
-JobService and WorkflowService both call `admit`, so no entry point skips it.
+JobService (in the script that stores the job) and WorkflowService both admit every
+submission, so no entry point skips it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -58,6 +60,23 @@ class PriorityTooHigh(ValueError):
 
 
 @dataclass(frozen=True)
+class Admission:
+    """One submission's quota check, as lua/admit.lua's keys and arguments."""
+
+    keys: list[str]
+    args: list[Any]
+
+
+class Refused(Exception):
+    """A script refused the submission: its outcome and detail, for `Quotas.refuse`."""
+
+    def __init__(self, outcome: str, detail: list[Any]) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+        self.detail = detail
+
+
+@dataclass(frozen=True)
 class QuotaPolicy:
     submits_per_second: float
     max_unfinished_jobs: int
@@ -79,17 +98,29 @@ class Quotas:
 
     def admit(self, tenant: str, priorities: Iterable[int]) -> None:
         """Let one submission of jobs with these priorities in, or raise why not."""
+        admission = self.admission(tenant, priorities)
+        if admission is not None:
+            outcome, *detail = self._scripts.admit(keys=admission.keys, args=admission.args)
+            self.refuse(str(outcome), detail)
+
+    def admission(self, tenant: str, priorities: Iterable[int]) -> Admission | None:
+        """What a script checks to admit one submission (None: operators are exempt); a
+        job's is checked by the script that stores it (lua/create.lua), one round trip."""
         if tenant == keys.ALL_TENANTS:
-            return
+            return None
         priorities = list(priorities)
         if max(priorities, default=0) > self.policy.max_priority:
             raise PriorityTooHigh(f"priority must be at most {self.policy.max_priority}")
         rate = self.policy.submits_per_second
-        outcome, *detail = self._scripts.admit(
+        return Admission(
             keys=[keys.quota_submits(tenant), keys.status_index(tenant, JobStatus.PENDING),
                   keys.status_index(tenant, JobStatus.WAITING), keys.quota_storage(tenant)],
             args=[rate, max(1.0, 2 * rate), len(priorities), self.policy.max_unfinished_jobs,
                   self.policy.max_storage_bytes])
+
+    def refuse(self, outcome: str, detail: list[Any]) -> None:
+        """Raise what an admission script's refusal means ('ok' passes)."""
+        rate = self.policy.submits_per_second
         if outcome == "quota":
             raise QuotaExceeded("QUOTA_EXCEEDED", f"At most {self.policy.max_unfinished_jobs} "
                                 f"unfinished jobs per tenant ({detail[0]} now); retry when "

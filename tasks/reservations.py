@@ -58,7 +58,10 @@ class Reservations:
 
     def record(self, instance: str, delivery_tag: str) -> None:
         """The worker received a message (before it runs, waits or is claimed)."""
-        self._redis.hset(keys.reservations(instance), delivery_tag, now_ms())
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(keys.reservations(instance), delivery_tag, now_ms())
+        pipe.sadd(keys.RESERVERS, instance)
+        pipe.execute()
 
     def prune(self, instance: str) -> int:
         """Forget what was acknowledged since; returns how many messages are held."""

@@ -19,6 +19,7 @@ import redis
 from tasks import keys
 from tasks.clock import iso, now_ms
 from tasks.events import EventLog, EventType
+from tasks.quotas import Admission, Refused
 from tasks.scripts import Scripts
 from tasks.statuses import CANCELLABLE, JobStatus
 from tasks.webhooks import JOB_EVENTS, webhook_fields
@@ -139,11 +140,12 @@ class JobStore:
 
     def create(self, job_id: str, new: NewJob, outbox_due_ms: int | None,
                pipe: redis.client.Pipeline | None = None,
-               message: Prepared | None = None) -> Job:
+               message: Prepared | None = None, admission: Admission | None = None) -> Job:
         """Store a job and its index entries; `outbox_due_ms` marks it unpublished.
 
         With `pipe`, the write joins that pipeline (a workflow's transaction); with
-        `message`, its broker message is queued in the same step (tasks/dispatch.py).
+        `message`, its broker message is queued in the same step (tasks/dispatch.py);
+        with `admission`, the tenant's quota is checked first (raises `Refused`).
         """
         now = now_ms()
         fields = {**new.to_fields(iso(now)), "events_key": keys.job_events(job_id),
@@ -152,16 +154,20 @@ class JobStore:
         scopes = keys.index_scopes(new.tenant)
         indexes = [keys.index_all(s) for s in scopes]
         indexes += [keys.type_index(s, new.type) for s in scopes]
-        self._scripts.create(
+        reply = self._scripts.create(
             keys=[keys.job(job_id), keys.SEQUENCE, keys.OUTBOX,
-                  message.queue_list if message else keys.job(job_id), *indexes],
+                  message.queue_list if message else keys.job(job_id),
+                  *(admission.keys if admission else [keys.job(job_id)] * 4), *indexes],
             args=[job_id, json.dumps(fields), str(new.status), now,
                   "" if outbox_due_ms is None else outbox_due_ms,
                   "|".join(keys.status_index_prefix(s) for s in scopes),
                   EventType.JOB_QUEUED if new.status == JobStatus.PENDING else "", iso(now),
-                  message.payload if message else ""],
+                  message.payload if message else "",
+                  *(admission.args if admission else [""])],
             client=pipe,
         )
+        if isinstance(reply, list):
+            raise Refused(str(reply[0]), list(reply[1:]))
         return Job.from_hash({**{k: str(v) for k, v in fields.items()},
                               "id": job_id, "status": str(new.status)})
 

@@ -24,7 +24,7 @@ from tasks.handlers.images import ImageJob
 from tasks.handlers.registry import HandlerRegistry
 from tasks.lifecycle import Lifecycle
 from tasks.machines import MachineStore
-from tasks.quotas import PriorityTooHigh, Quotas
+from tasks.quotas import PriorityTooHigh, Quotas, Refused
 from tasks.routes import route_fields, route_for
 from tasks.settings import Settings
 from tasks.store import Job, JobStore, NewJob
@@ -87,7 +87,10 @@ class JobService:
         valid = self.validate(tenant, request)
         self._check_workflow(tenant, request)
         self.check_webhook(tenant, request)
-        self.admit(tenant, [request["priority"]])
+        try:
+            admission = self.quotas.admission(tenant, [request["priority"]])
+        except PriorityTooHigh as exc:
+            raise InvalidJob({"priority": [str(exc)]}) from None
         new = NewJob(
             tenant=tenant, type=valid.handler.type, prompt=request.get("prompt"),
             parameters=valid.parameters, priority=request["priority"],
@@ -105,11 +108,15 @@ class JobService:
                 job_id, new.route["route"], new.priority, new.timeout, correlation_id))
         except Exception as exc:  # declaring a new queue needs the broker
             raise BrokerUnavailable(str(exc)) from exc
+        try:
+            job = self.store.create(job_id, new, message=message, admission=admission,
+                                    outbox_due_ms=None if message else self.lifecycle.outbox_due())
+        except Refused as exc:
+            self.quotas.refuse(exc.outcome, exc.detail)
+            raise
         if message is not None:  # stored and queued in one step
-            job = self.store.create(job_id, new, outbox_due_ms=None, message=message)
             self.dispatcher.announce([new.route["route"]])
             return job
-        job = self.store.create(job_id, new, outbox_due_ms=self.lifecycle.outbox_due())
         try:
             self.dispatcher.publish(job)
         except Exception as exc:

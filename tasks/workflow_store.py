@@ -108,10 +108,11 @@ class WorkflowStore:
         scopes = keys.index_scopes(new.tenant)
         self._scripts.create(
             keys=[keys.workflow(workflow_id), keys.SEQUENCE, keys.WORKFLOW_OUTBOX,
-                  keys.workflow(workflow_id), *(keys.workflow_index_all(s) for s in scopes)],
+                  *[keys.workflow(workflow_id)] * 5,
+                  *(keys.workflow_index_all(s) for s in scopes)],
             args=[workflow_id, json.dumps(fields), WorkflowStatus.PENDING, now, outbox_due_ms,
                   "|".join(keys.workflow_status_index_prefix(s) for s in scopes), "",
-                  created_at, ""],
+                  created_at, "", ""],
             client=pipe,
         )
         pipe.execute()

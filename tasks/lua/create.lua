@@ -1,20 +1,29 @@
 -- Create a job record and its index entries in one step, and queue its broker
 -- message in the same step when the broker is this Redis (tasks/dispatch.py).
+-- A submission's quota is checked first, in the same step (`admission_refused`).
 -- KEYS[1] job hash, KEYS[2] sequence, KEYS[3] outbox, KEYS[4] the broker list the
--- message goes to (untouched without one), KEYS[5..] indexes to add to
+-- message goes to (untouched without one), KEYS[5..8] the admission's keys (untouched
+-- without one), KEYS[9..] indexes to add to
 -- ARGV[1] job id, ARGV[2] fields (JSON), ARGV[3] status, ARGV[4] now (ms),
 -- ARGV[5] outbox due (ms, '' for none), ARGV[6] status index prefixes ('|'-joined),
 -- ARGV[7] the event that announces a job ('' for none), ARGV[8] now (ISO),
--- ARGV[9] the broker message, as kombu would push it ('' for none)
+-- ARGV[9] the broker message, as kombu would push it ('' for none),
+-- ARGV[10..14] the admission's arguments (ARGV[10] '' for none)
+-- Returns the record's index score, or {refusal...} when the quota refused it.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('job exists')
+end
+if ARGV[10] ~= '' then
+  local refused = admission_refused(KEYS[5], KEYS[6], KEYS[7], KEYS[8], ARGV[10], ARGV[11],
+    ARGV[12], ARGV[13], ARGV[14])
+  if refused then return refused end
 end
 local seq = redis.call('INCR', KEYS[2])
 local score = tonumber(ARGV[4]) * 1000 + (seq % 1000)
 hset_json(KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'seq', score, 'status_index_prefixes', ARGV[6])
 set_status(KEYS[1], ARGV[3])
-for i = 5, #KEYS do
+for i = 9, #KEYS do
   redis.call('ZADD', KEYS[i], score, ARGV[1])
 end
 if ARGV[5] ~= '' then

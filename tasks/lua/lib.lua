@@ -198,10 +198,8 @@ local function count_status(key, old, new_status, ms)
 end
 
 local function set_status(job_key, new_status)
-  local old = redis.call('HGET', job_key, 'status')
-  local id = redis.call('HGET', job_key, 'id')
-  local score = redis.call('HGET', job_key, 'seq')
-  local prefixes = redis.call('HGET', job_key, 'status_index_prefixes')
+  local f = redis.call('HMGET', job_key, 'status', 'id', 'seq', 'status_index_prefixes')
+  local old, id, score, prefixes = f[1], f[2], f[3], f[4]
   for prefix in string.gmatch(prefixes, '[^|]+') do
     if old then redis.call('ZREM', prefix .. old, id) end
     redis.call('ZADD', prefix .. new_status, score, id)
@@ -214,16 +212,20 @@ local function set_status(job_key, new_status)
   return old
 end
 
+-- Set a record's fields from a JSON object (null deletes one): one HSET, one HDEL.
 local function hset_json(job_key, fields_json)
   if fields_json == nil or fields_json == '' then return end
-  local fields = cjson.decode(fields_json)
-  for k, v in pairs(fields) do
+  local set, drop = {}, {}
+  for k, v in pairs(cjson.decode(fields_json)) do
     if v == cjson.null then
-      redis.call('HDEL', job_key, k)
+      drop[#drop + 1] = k
     else
-      redis.call('HSET', job_key, k, tostring(v))
+      set[#set + 1] = k
+      set[#set + 1] = tostring(v)
     end
   end
+  if #set > 0 then redis.call('HSET', job_key, unpack(set)) end
+  if #drop > 0 then redis.call('HDEL', job_key, unpack(drop)) end
 end
 
 -- Drop the running job from the lease set and from its worker's in-flight set.
@@ -481,4 +483,30 @@ local function storage_used(usage)
     end
   end
   return total, ((soonest or hour) + 1) * 3600000
+end
+
+-- Admit one submission of `jobs` jobs for a tenant (tasks/quotas.py): its unfinished
+-- jobs must stay within the quota, its stored files below theirs, then it takes a
+-- token from its bucket. Returns nil when admitted, else {'quota', unfinished now},
+-- {'storage', bytes, ms until some of them expire} or {'rate', ms until a token is
+-- back}. Redis' clock, so every web process agrees.
+-- keys: the token bucket (a hash: tokens, ts), the tenant's pending and waiting
+-- status indexes, its storage usage; args: tokens added per second, the bucket's
+-- size (the burst), jobs in this submission, most unfinished jobs, most bytes.
+local function admission_refused(bucket, pending, waiting, usage, rate, burst, jobs, most,
+                                 max_bytes)
+  rate, burst, jobs, most = tonumber(rate), tonumber(burst), tonumber(jobs), tonumber(most)
+  local unfinished = redis.call('ZCARD', pending) + redis.call('ZCARD', waiting)
+  if unfinished + jobs > most then return {'quota', unfinished} end
+  local stored, frees_at = storage_used(usage)
+  if stored >= tonumber(max_bytes) then return {'storage', stored, frees_at - now_ms()} end
+  local now = now_ms()
+  local f = redis.call('HMGET', bucket, 'tokens', 'ts')
+  local tokens = math.min(burst, (tonumber(f[1]) or burst) + (now - (tonumber(f[2]) or now)) * rate / 1000)
+  local taken = tokens >= 1
+  if taken then tokens = tokens - 1 end
+  redis.call('HSET', bucket, 'tokens', tostring(tokens), 'ts', now)
+  redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
+  if taken then return nil end
+  return {'rate', math.ceil((1 - tokens) * 1000 / rate)}
 end
