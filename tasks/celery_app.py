@@ -8,7 +8,12 @@ from celery import Celery, Task
 from flask import Flask
 from kombu import Queue
 
-from tasks.dispatch import HARD_LIMIT_GRACE, broker_priority
+from tasks.dispatch import (
+    HARD_LIMIT_GRACE,
+    PRIORITY_SEP,
+    PRIORITY_STEPS,
+    broker_priority,
+)
 from tasks.settings import Settings
 
 TASK_MODULES = ["tasks.runner", "tasks.steps", "tasks.compensation"]
@@ -16,16 +21,6 @@ TASK_LOG_FORMAT = (
     "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s] "
     "cid=%(correlation_id)s: %(message)s"
 )
-
-
-# On Redis, kombu keeps one list per queue and priority step: `queue`, `queue:1` ... `queue:9`.
-PRIORITY_STEPS = range(10)
-PRIORITY_SEP = ":"
-
-
-def broker_lists(queue: str) -> list[str]:
-    """The Redis lists that hold a queue's messages, one per priority step."""
-    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

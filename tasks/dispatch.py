@@ -1,22 +1,25 @@
 """Publishing jobs to the broker, and the priority mapping the brokers disagree on.
 
 Where the broker is the job store's own Redis, a new job's message is not published
-on its own: kombu builds it as for any publish and hands its final command here
-(`Dispatcher.prepare`), and the script that stores the job pushes it in the same
-step (tasks/lua/create.lua). A job is then stored and queued at once or not at all,
-in one round trip, with no outbox entry to add and clear.
+on its own: it is built as kombu would push it (`Dispatcher.prepare`), and the
+script that stores the job pushes it in the same step (tasks/lua/create.lua). A job
+is then stored and queued at once or not at all, in one round trip, with no outbox
+entry to add and clear.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
 from celery.canvas import Signature
+from kombu import serialization
 
 from tasks.lifecycle import Lifecycle
 from tasks.store import Job
@@ -32,6 +35,11 @@ REFRESH_ROUTES = "chordline_refresh_routes"
 # Undoing a failed workflow (refunds, deletions) goes ahead of new work.
 COMPENSATION_PRIORITY = 100
 PRIORITY_LEVELS = 10
+# On Redis, kombu keeps one list per queue and priority step: `queue`, `queue:1` ... `queue:9`.
+PRIORITY_STEPS = range(PRIORITY_LEVELS)
+PRIORITY_SEP = ":"
+# AMQP's delivery mode for a message that survives a broker restart (kombu's default).
+PERSISTENT = 2
 # Seconds between the soft time limit (the handler is interrupted and the job
 # fails cleanly) and the hard one (the process is killed).
 HARD_LIMIT_GRACE = 30
@@ -44,6 +52,11 @@ def broker_priority(priority: int, *, broker_is_redis: bool) -> int:
     """
     level = round(priority * (PRIORITY_LEVELS - 1) / 100)
     return (PRIORITY_LEVELS - 1 - level) if broker_is_redis else level
+
+
+def broker_lists(queue: str) -> list[str]:
+    """The Redis lists that hold a queue's messages, one per priority step."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
 
 
 @dataclass(frozen=True)
@@ -63,21 +76,6 @@ class JobCall:
     priority: int
     timeout: int
     correlation_id: str = ""
-
-
-class _Capture:
-    """Stands in for kombu's Redis publish batch (`Producer.batch`, kombu 5.7): kombu
-    serializes and routes the message as for any publish, and hands the final Redis
-    commands to `add` instead of to a pipeline."""
-
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, tuple[Any, ...]]] = []
-
-    def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
-        return channel.basic_publish(message, _publish_batch=self, **kwargs)
-
-    def add(self, name: str, *args: Any) -> None:
-        self.commands.append((name, args))
 
 
 @dataclass(frozen=True)
@@ -122,23 +120,32 @@ class Dispatcher:
 
     def prepare(self, call: JobCall) -> Prepared | None:
         """A new job's message, for the job store to push as it stores the job; None
-        where the broker is elsewhere (then `publish` after storing, under the outbox)."""
+        where the broker is elsewhere (then `publish` after storing, under the outbox).
+
+        Celery's own `as_task_v2` makes the task message, and it is wrapped as kombu's
+        Redis transport wraps a publish to the anonymous exchange, the queue's name as
+        routing key, which is what `send_task` does for a direct queue; send_task's
+        routing, producer and retry machinery (a fifth of a submit's CPU) is skipped.
+        tests/tasks/test_dispatch.py holds this to what kombu itself would push.
+        """
         if not self.broker_is_store:
             return None
-        capture = _Capture()
-        with self.celery.producer_or_acquire() as producer:
-            local = getattr(producer, "_batch_local", None)
-            if local is None or getattr(local, "current", None) is not None:
-                return None  # a kombu without publish batches, or one in use
-            local.current = capture
-            try:
-                self._send(call, None, producer)
-            finally:
-                del local.current
-        if [name for name, _ in capture.commands] != ["lpush"]:
-            return None  # a queue with an expiry, say: publish it the ordinary way
-        queue_list, payload = capture.commands[0][1]
-        return Prepared(str(queue_list), str(payload))
+        kwargs = {"job_id": call.job_id}
+        headers, properties, body, _ = self.celery.amqp.as_task_v2(
+            call.job_id, RUN_JOB, (), kwargs, time_limit=call.timeout + HARD_LIMIT_GRACE,
+            soft_time_limit=call.timeout, ignore_result=True, reply_to=self.celery.thread_oid,
+            argsrepr="()", kwargsrepr=repr(kwargs))
+        headers["x_correlation_id"] = call.correlation_id
+        priority = broker_priority(call.priority, broker_is_redis=True)
+        content_type, content_encoding, data = serialization.dumps(body, serializer="json")
+        raw = data if isinstance(data, bytes) else data.encode(content_encoding)
+        properties.update(
+            delivery_mode=PERSISTENT, priority=priority, body_encoding="base64",
+            delivery_info={"exchange": "", "routing_key": call.queue},
+            delivery_tag=str(uuid.uuid4()))
+        message = {"body": base64.b64encode(raw).decode(), "content-encoding": content_encoding,
+                   "content-type": content_type, "headers": headers, "properties": properties}
+        return Prepared(broker_lists(call.queue)[priority], json.dumps(message))
 
     def _send(self, call: JobCall, countdown: float | None, producer: Any = None) -> None:
         self.celery.send_task(

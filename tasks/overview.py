@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from tasks import keys
-from tasks.celery_app import broker_lists
+from tasks.dispatch import broker_lists
 from tasks.machines import MachineStore
 from tasks.metrics import MetricsStore
 from tasks.routes import RouteStore

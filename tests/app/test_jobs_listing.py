@@ -9,7 +9,7 @@ from flask import Flask
 
 from app import create_app
 from tasks import keys
-from tasks.celery_app import broker_lists
+from tasks.dispatch import broker_lists
 from tasks.services import Services
 from tasks.store import Job
 from tests.support import Api, overrides_from_env, wait_for
