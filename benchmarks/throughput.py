@@ -3,7 +3,8 @@
 Run with `make bench` (or `python -m benchmarks.throughput --jobs 300`). It starts its
 own Redis on a free port; Chordline uses database 0, bare Celery (benchmarks/
 raw_throughput.py: a no-op task that writes one key, late acks, a prefetch of one)
-database 1. Each side runs alone: first Chordline's processes, then bare Celery's.
+database 1. Each side runs alone, in turns: `--rounds` rounds (3) of Chordline's processes
+then bare Celery's, each side's median kept.
 
 1. submit: `--threads` client threads submit `--jobs` one-step `echo` jobs over HTTP
    (a keep-alive session each) to the Procfile's `web` process (gunicorn, gevent,
@@ -797,6 +798,8 @@ def main() -> None:
                         help="gunicorn workers of the web process (WEB_CONCURRENCY)")
     parser.add_argument("--chain-steps", type=int, default=50, help="steps of the chain")
     parser.add_argument("--repeat", type=int, default=3, help="chain runs (median kept)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of both sides, alternating (each side's median kept)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy the web workers (submit) and the worker (drain) into DIR")
     parser.add_argument("--monitor", action="store_true",
@@ -856,14 +859,22 @@ class Bench:
         app = create_app(overrides_from_env(self.env))
         services: Services = app.extensions["chordline"]
         try:
-            ours = self.chordline(services)
-            bare = self.bare()
-            for (name, unit, higher), a, b in zip(PHASES, ours, bare, strict=True):
-                self.rows.append(Row(name, unit, a, b, higher))
+            # Rounds alternate the two sides, so that a slower minute of this machine
+            # weighs on both; each side's median is kept.
+            ours, bare = [], []
+            for round_ in range(self.args.rounds):
+                print(f"round {round_ + 1} of {self.args.rounds}", flush=True)
+                ours.append(self.chordline(services, observe=round_ == 0))
+                if round_ == 0:
+                    job = services.store.get(self.route_job)
+                    assert job is not None
+                    route = str(job["route"])
+                self.client.flushdb()  # its processes have stopped: the next round starts bare
+                bare.append(self.bare())
+            for k, (name, unit, higher) in enumerate(PHASES):
+                self.rows.append(Row(name, unit, statistics.median(r[k] for r in ours),
+                                     statistics.median(r[k] for r in bare), higher))
             print("chain message bytes, canvas ...", flush=True)
-            job = services.store.get(self.route_job)
-            assert job is not None
-            route = str(job["route"])
             sizes = [(n, self.observed[n], chain_bytes(services, route, n), bare_chain_bytes(n))
                      for n in CHAIN_LENGTHS]
         finally:
@@ -875,7 +886,7 @@ class Bench:
             bare_app.close()
         return self.rows, sizes
 
-    def chordline(self, services: Services) -> list[float]:
+    def chordline(self, services: Services, observe: bool = True) -> list[float]:
         args, tmp = self.args, self.tmp
         web = WebProcess(self.env, tmp / "web.log", workers=args.web_concurrency).start()
         worker: WorkerProcess | None = None
@@ -916,9 +927,11 @@ class Bench:
                                       for _ in range(args.repeat))
             per_step = 1000 * chain / args.chain_steps
             print(f"chordline chain of {args.chain_steps}: {per_step:.1f} ms/step", flush=True)
-            print("chain message bytes, seen ...", flush=True)
-            self.observed = {n: observed_chain(self.server, services, n) for n in CHAIN_LENGTHS}
-            if args.monitor:
+            if observe:
+                print("chain message bytes, seen ...", flush=True)
+                self.observed = {n: observed_chain(self.server, services, n)
+                                 for n in CHAIN_LENGTHS}
+            if args.monitor and observe:
                 self.monitor(web, worker)
             return [submit_rate, drain_rate, e2e_rate, per_step]
         finally:
