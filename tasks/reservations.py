@@ -55,13 +55,19 @@ class Reservations:
         self._redis = broker
         self._scripts = Scripts(broker)
         self._celery = celery
+        # A worker records its reservations in kombu's own pipeline (workers/reservations.py).
+        self.hooked = False
 
     def record(self, instance: str, delivery_tag: str) -> None:
         """The worker received a message (before it runs, waits or is claimed)."""
         pipe = self._redis.pipeline(transaction=False)
+        self.stage(pipe, instance, delivery_tag)
+        pipe.execute()
+
+    def stage(self, pipe: Any, instance: str, delivery_tag: str) -> None:
+        """Queue the record of a reservation on a pipeline (kombu's, or ours)."""
         pipe.hset(keys.reservations(instance), delivery_tag, now_ms())
         pipe.sadd(keys.RESERVERS, instance)
-        pipe.execute()
 
     def prune(self, instance: str) -> int:
         """Forget what was acknowledged since; returns how many messages are held."""

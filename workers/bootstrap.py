@@ -24,7 +24,7 @@ from tasks.node import DIFFUSION_TYPES, NodeProfile
 from tasks.runner import CorrelationFilter
 from tasks.services import Services
 from tasks.settings import ConfigError
-from workers import routing
+from workers import reservations, routing
 from workers.gpu import Detected, detect
 from workers.signals import SignalBridge
 
@@ -88,6 +88,7 @@ if services.node.gpu is None and services.settings.broker_is_redis:
     celery.conf.broker_transport_options = {**celery.conf.broker_transport_options,
                                             "queue_order_strategy": "round_robin"}
 routing.install(celery, services, services.node)
+reservations.install(celery, services.reservations)
 bridge.connect()
 
 

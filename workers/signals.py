@@ -134,8 +134,8 @@ class SignalBridge:
         worker dies holding it (tasks/reservations.py). Only the main process receives."""
         reservations = self.services.reservations
         tag = getattr(getattr(request, "message", None), "delivery_tag", None)
-        if reservations is None or not tag:
-            return
+        if reservations is None or reservations.hooked or not tag:
+            return  # recorded with kombu's own reservation (workers/reservations.py)
         try:
             reservations.record(instance_name(self.hostname), str(tag))
         except Exception:

@@ -67,6 +67,9 @@ def test_a_reserved_message_comes_back_when_its_worker_dies(broker_stack: Stack)
     wait_for(lambda: client.get(paused("before_claim")) == job_id, 20,
              message="the worker to stop before its claim")
     assert broker_stack.job(job_id)["status"] == "pending"
+    if broker_stack.services.settings.broker_is_redis:  # recorded with kombu's reservation
+        held = client.keys(keys.reservations(f"{first.hostname}|*"))
+        assert len(held) == 1 and client.hlen(held[0]) == 1
 
     # When that worker is SIGKILLed there, and another comes up
     first.kill()
