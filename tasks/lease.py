@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 FENCE = 0.75
 # How soon a renewal that failed is tried again (seconds, at most).
 RETRY_AFTER = 1.0
+# The renewer looks at its leases at least this often (seconds), so that a new lease
+# due later wakes nobody: a short job comes and goes without a thread switch.
+IDLE_TICK = 1.0
 
 # One heartbeat: renew the lease and, when given, record progress (0-100).
 Heartbeat = Callable[[int | None], Lease]
@@ -42,6 +45,8 @@ class _Renewer:
         self._wake = threading.Condition()
         self._keepers: set[LeaseKeeper] = set()
         self._thread: threading.Thread | None = None
+        # When (monotonic) the renewer looks again by itself.
+        self._wake_at = 0.0
 
     def add(self, keeper: LeaseKeeper) -> None:
         with self._wake:
@@ -50,7 +55,8 @@ class _Renewer:
                 self._thread = threading.Thread(target=self._run, name="lease-renewer",
                                                 daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            if keeper.next_due() < self._wake_at:
+                self._wake.notify()
 
     def remove(self, keeper: LeaseKeeper) -> None:
         with self._wake:
@@ -66,8 +72,9 @@ class _Renewer:
                 now = time.monotonic()
                 due = [k for k in self._keepers if k.next_due() <= now]
                 if not due:
-                    soonest = min((k.next_due() for k in self._keepers), default=None)
-                    self._wake.wait(None if soonest is None else soonest - now)
+                    soonest = min((k.next_due() for k in self._keepers), default=now + IDLE_TICK)
+                    self._wake_at = min(soonest, now + IDLE_TICK)
+                    self._wake.wait(self._wake_at - now)
                     continue
             for keeper in due:  # outside the lock: a heartbeat may wait on Redis
                 keeper.tick()
