@@ -38,15 +38,17 @@ class StepInputs:
         self._max_output_side = max_output_side
 
     def prepare(self, job: Job) -> StepPlan:
-        if not job.get("workflow_id") or not job.get("depends_on"):
-            return StepPlan(job["parameters"])
-        outcomes = self._outcomes(job)
         conditions = [Condition.from_dict(c) for c in job.get("when") or []]
+        takes_input = job.get("input_from_deps") and not job["parameters"].get("image_url")
+        if not job.get("workflow_id") or not job.get("depends_on") or not (
+                conditions or takes_input):
+            return StepPlan(job["parameters"])  # nothing to read of its dependencies
+        outcomes = self._outcomes(job)
         unmet = first_unmet(conditions, outcomes)
         if unmet is not None:
             return StepPlan(job["parameters"], f"Condition not met: {unmet.describe()}")
         parameters = dict(job["parameters"])
-        if job.get("input_from_deps") and not parameters.get("image_url"):
+        if takes_input:
             self._take_input(job, parameters, outcomes)
         return StepPlan(parameters)
 
