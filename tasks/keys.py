@@ -207,7 +207,7 @@ def webhook_secret(tenant: str) -> str:
 
 # The broker messages each worker process holds unacknowledged (tasks/reservations.py),
 # on the broker's Redis beside kombu's own `unacked` hash: delivery tag -> when it came
-# (ms), per worker process ("hostname|pid"), and the set of processes that have one.
+# (ms), per worker process ("hostname|boot id"), and the set of processes that have one.
 RESERVERS = f"{PREFIX}:reservers"
 
 

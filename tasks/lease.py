@@ -51,7 +51,7 @@ class _Renewer:
     def add(self, keeper: LeaseKeeper) -> None:
         with self._wake:
             self._keepers.add(keeper)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="lease-renewer",
                                                 daemon=True)
                 self._thread.start()
@@ -77,7 +77,11 @@ class _Renewer:
                     self._wake.wait(self._wake_at - now)
                     continue
             for keeper in due:  # outside the lock: a heartbeat may wait on Redis
-                keeper.tick()
+                try:
+                    keeper.tick()
+                except Exception:  # one lease's fault must not stop every other renewal
+                    log.exception("renewing a lease failed; dropping it")
+                    keeper.drop()
 
 
 _RENEWER = _Renewer()
@@ -136,6 +140,11 @@ class LeaseKeeper:
         # A heartbeat in flight may still land: the finished run released the lease,
         # so it is refused (heartbeat.lua checks the token).
         self._stopped = True
+        _RENEWER.remove(self)
+
+    def drop(self) -> None:
+        """Count the lease as lost (its heartbeat broke): the run stops at its next report."""
+        self._lost = True
         _RENEWER.remove(self)
 
     def next_due(self) -> float:

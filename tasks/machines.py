@@ -142,12 +142,12 @@ class MachineStore:
         return [str(h) for h in
                 self._redis.zrangebyscore(keys.WORKERS, self.liveness_cutoff(), "+inf")]
 
-    def live_pids(self) -> dict[str, str | None]:
-        """Every live worker -> the pid of the main process that beats for it."""
+    def live_boots(self) -> dict[str, str | None]:
+        """Every live worker -> the boot id of the process that beats for it."""
         hostnames = self.live_workers()
         pipe = self._redis.pipeline(transaction=False)
         for hostname in hostnames:
-            pipe.hget(keys.worker(hostname), "pid")
+            pipe.hget(keys.worker(hostname), "boot")
         return dict(zip(hostnames, pipe.execute(), strict=True))
 
     def hostnames(self, machine_id: str) -> list[str]:

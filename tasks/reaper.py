@@ -65,7 +65,7 @@ class Reaper:
         counts = {"requeued": 0, "failed": 0, "republished": 0, "restored": 0}
         if self.reservations is not None:
             counts["restored"] = self.reservations.restore_dead(
-                self.machines.live_pids(), self.machines.liveness_cutoff())
+                self.machines.live_boots(), self.machines.liveness_cutoff())
         for job_id in self.lifecycle.expired_leases():
             outcome = self.lifecycle.reap(job_id)
             if outcome == "requeued":

@@ -12,14 +12,15 @@ job's lease covers the run itself, but two windows lie outside it:
   published.
 
 Both end with the ack, so both are closed here. Each worker process records the
-delivery tag of every message it receives (`task_received`, one HSET in its main
-process), and its heartbeat forgets the tags it has acknowledged since. A worker
-process that stopped beating (or whose hostname now beats with another pid: a
-supervisor restarted it) has its messages pushed back to the front of their queues by
-any live worker's reaper, one Lua script a message. A message is restored only while
-the dead process still held it: the script checks kombu's own entry and the time it
-was reserved, so two reapers, or a message already restored and taken by another
-worker, never give two copies. A restored message is at worst a duplicate delivery,
+delivery tag of every message it receives, in the transaction kombu reserves it with
+(workers/reservations.py), and its heartbeat forgets the tags it has acknowledged
+since. A worker process that stopped beating (or whose hostname now beats from another
+start: a supervisor or a container restarted it, maybe with the same pid) has its
+messages pushed back to the front of their queues by any live worker's reaper, one
+Lua script a message, each with a delivery tag of its own. A message is restored only
+while the dead process still held it: the script checks kombu's own entry and the
+time it was reserved, so two reapers, or a message already restored and taken by
+another worker, never give two copies. A restored message is at worst a duplicate delivery,
 which the claim drops (tasks/lua/claim.lua).
 
 RabbitMQ needs none of this: it requeues a closed connection's unacknowledged
@@ -31,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from typing import Any
 
 import redis
@@ -43,9 +45,25 @@ from tasks.scripts import Scripts
 log = logging.getLogger(__name__)
 
 
-def instance_name(hostname: str, pid: int | None = None) -> str:
-    """One worker process: a restarted worker keeps its hostname, not its pid."""
-    return f"{hostname}|{os.getpid() if pid is None else pid}"
+def _new_boot() -> None:
+    global _BOOT
+    _BOOT = uuid.uuid4().hex[:16]
+
+
+_BOOT = ""
+_new_boot()
+os.register_at_fork(after_in_child=_new_boot)
+
+
+def boot_id() -> str:
+    """This process's start, told apart from any other: a restarted worker keeps its
+    hostname, and in a container its pid too (pid 1 again)."""
+    return _BOOT
+
+
+def instance_name(hostname: str, boot: str | None = None) -> str:
+    """One worker process: its hostname and its start."""
+    return f"{hostname}|{boot_id() if boot is None else boot}"
 
 
 class Reservations:
@@ -82,39 +100,61 @@ class Reservations:
 
     def orphans(self, live: dict[str, str | None]) -> list[str]:
         """Worker processes holding messages that no longer beat: their hostname is not
-        among `live` (hostname -> the pid it beats with), or beats with another pid."""
+        among `live` (hostname -> the boot id it beats with), or beats from another start."""
         dead = []
         for instance in sorted(str(i) for i in self._redis.smembers(keys.RESERVERS)):
-            hostname, _, pid = instance.rpartition("|")
-            if live.get(hostname, "") != pid:
+            hostname, _, boot = instance.rpartition("|")
+            if live.get(hostname, "") != boot:
                 dead.append(instance)
         return dead
 
     def restore(self, instance: str, cutoff_ms: int) -> int:
         """Push a dead process's messages, received before `cutoff_ms`, back to their
-        queues; returns how many went back."""
+        queues; returns how many went back. A message that cannot be restored (a
+        malformed entry) is logged and left, never in the way of the others."""
         held = self._redis.hgetall(keys.reservations(instance))
-        restored = sum(self._restore_one(instance, str(tag), int(received))
-                       for tag, received in held.items() if int(received) <= cutoff_ms)
-        self._scripts.reservation_forget(keys=[keys.reservations(instance), keys.RESERVERS],
-                                         args=[instance, cutoff_ms])
+        restored = failed = 0
+        with self._celery.connection_for_write() as connection:
+            channel = connection.default_channel
+            for tag, received in held.items():
+                if int(received) > cutoff_ms:
+                    continue
+                try:
+                    restored += self._restore_one(channel, instance, str(tag), int(received))
+                except Exception:
+                    failed += 1
+                    log.exception("could not give message %s of dead worker %s back",
+                                  tag, instance)
+        if not failed:
+            self._scripts.reservation_forget(
+                keys=[keys.reservations(instance), keys.RESERVERS], args=[instance, cutoff_ms])
         if restored:
             log.warning("gave %d message(s) of dead worker %s back to their queues",
                         restored, instance)
         return restored
 
     def restore_dead(self, live: dict[str, str | None], cutoff_ms: int) -> int:
-        return sum(self.restore(instance, cutoff_ms) for instance in self.orphans(live))
+        """Every dead process's messages; one that fails is logged, and tried next tick."""
+        restored = 0
+        for instance in self.orphans(live):
+            try:
+                restored += self.restore(instance, cutoff_ms)
+            except Exception:
+                log.exception("could not restore the messages of dead worker %s", instance)
+        return restored
 
-    def _restore_one(self, instance: str, tag: str, received_ms: int) -> int:
+    def _restore_one(self, channel: Any, instance: str, tag: str, received_ms: int) -> int:
         unacked, index = self._kombu_keys()
         entry = self._redis.hget(unacked, tag)
         if entry is None:  # acknowledged since its worker's last beat
             self._redis.hdel(keys.reservations(instance), tag)
             return 0
         payload, exchange, routing_key = json.loads(entry)
-        queues = self._destinations(payload, exchange, routing_key)
+        queues = self._destinations(channel, payload, exchange, routing_key)
         _mark_redelivered(payload)
+        # A tag of its own: should the process taken for dead still ack the old one, kombu
+        # would otherwise drop the entry of the worker that took the message over.
+        payload["properties"]["delivery_tag"] = str(uuid.uuid4())
         if not queues:
             log.error("message %s of dead worker %s has no queue to go back to", tag, instance)
             return 0
@@ -123,15 +163,14 @@ class Reservations:
             keys=[keys.reservations(instance), unacked, index, queues[0]],
             args=[tag, entry, json.dumps(payload), received_ms]))
 
-    def _destinations(self, payload: dict[str, Any], exchange: str,
+    @staticmethod
+    def _destinations(channel: Any, payload: dict[str, Any], exchange: str,
                       routing_key: str) -> list[str]:
         """The lists a message goes back to, found by kombu's own routing (its bindings
         and priority steps), as its restore finds them."""
-        with self._celery.connection_for_write() as connection:
-            channel: Any = connection.default_channel
-            priority = channel._get_message_priority(payload, reverse=False)
-            return [channel._q_for_pri(queue, priority)
-                    for queue in channel._lookup(exchange, routing_key)]
+        priority = channel._get_message_priority(payload, reverse=False)
+        return [channel._q_for_pri(queue, priority)
+                for queue in channel._lookup(exchange, routing_key)]
 
     def _kombu_keys(self) -> tuple[str, str]:
         options = self._celery.conf.broker_transport_options or {}

@@ -14,7 +14,7 @@ import redis
 from tasks.clock import iso
 from tasks.node import NodeProfile
 from tasks.reaper import Reaper
-from tasks.reservations import instance_name
+from tasks.reservations import boot_id, instance_name
 from tasks.services import Services
 from workers.gpu import Sampler
 
@@ -33,7 +33,8 @@ class WorkerHeartbeat:
         self._running = running
         self._sampler = Sampler(profile.gpu, profile.detected_by) if profile.gpu else None
         self._info: dict[str, str | int] = {
-            "hostname": hostname, "pid": os.getpid(), "concurrency": concurrency,
+            "hostname": hostname, "pid": os.getpid(), "boot": boot_id(),
+            "concurrency": concurrency,
             "started_at": iso(), "queues": services.settings.queue}
         self._reaper = Reaper(services.redis, services.store, services.lifecycle,
                               services.dispatcher, services.workflows,
@@ -54,9 +55,12 @@ class WorkerHeartbeat:
         """Stop beating and say goodbye, so the dashboard shows the worker offline at once."""
         self._stop.set()
         self._thread.join(timeout=5)
-        try:
-            if self._s.reservations is not None:  # kombu gives back what it held, on close
+        if self._s.reservations is not None:  # kombu gives back what it held, on close
+            try:
                 self._s.reservations.forget(self._instance)
+            except redis.RedisError:
+                log.warning("could not forget what worker %s held", self._hostname)
+        try:
             self._s.machines.gone(self._hostname)
         except redis.RedisError:
             log.warning("could not remove worker %s from Redis", self._hostname)

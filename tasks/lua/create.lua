@@ -29,11 +29,13 @@ end
 if ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 end
+-- The message before the events: a script is not rolled back, so nothing that can fail
+-- may stand between the record and its message.
+if ARGV[9] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[9]) end
 if ARGV[7] ~= '' then
   emit_job(ARGV[7], KEYS[1], ARGV[8], {type = redis.call('HGET', KEYS[1], 'type'),
     priority = tonumber(redis.call('HGET', KEYS[1], 'priority'))})
   local reason = redis.call('HGET', KEYS[1], 'waiting_reason')
   if reason then emit_job(EV.JOB_UNSCHEDULABLE, KEYS[1], ARGV[8], {reason = reason}) end
 end
-if ARGV[9] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[9]) end
 return tostring(score)

@@ -2,7 +2,7 @@
 -- or a reaper restored them all. Tags received since `cutoff` (ms) are kept, with the
 -- process among the reservers: it may only be starting, not yet beating.
 -- KEYS[1] its reservations, KEYS[2] the reservers set
--- ARGV[1] the worker process ("hostname|pid"), ARGV[2] cutoff (ms; '' forgets them all)
+-- ARGV[1] the worker process ("hostname|boot id"), ARGV[2] cutoff (ms; '' forgets them all)
 local reservations, reservers = KEYS[1], KEYS[2]
 if ARGV[2] == '' then
   redis.call('DEL', reservations)

@@ -62,3 +62,23 @@ def test_a_lease_taken_over_or_a_stop_request_ends_the_run_at_the_next_report() 
         wait_for(lambda: keeper.lost, 2, message="the lost lease")
         with pytest.raises(LeaseLost):
             report(7)
+
+
+def test_a_lease_whose_heartbeat_breaks_is_dropped_and_the_others_go_on(
+        store: JobStore, lifecycle: Lifecycle) -> None:
+    def broken(_progress: int | None) -> Lease:
+        raise ValueError("an answer the keeper does not know")
+
+    store.create("j2", new_job(), outbox_due_ms=None)
+    sent = time.monotonic()
+    lifecycle.claim("j2", "tok", "w1", "m1", FAR)
+    with LeaseKeeper(broken, lease_seconds=0.3, name="job j1") as faulty, \
+            LeaseKeeper.for_job(lifecycle, "j2", "tok", sent) as healthy:
+        ProgressReporter("j1", faulty, interruptible=False, min_interval=0)(10)
+        wait_for(lambda: faulty.lost, 2, message="the broken lease dropped")
+        report = ProgressReporter("j2", healthy, interruptible=False, min_interval=0)
+        report(30)
+        wait_for(lambda: store.get("j2")["progress"] == 30, 2,  # type: ignore[index]
+                 message="the healthy lease's progress written")
+        time.sleep(0.4)  # past its 0.3 s lease: still renewed
+        assert not healthy.lost

@@ -15,6 +15,7 @@ from kombu import Connection, Queue
 from tasks import keys
 from tasks.clock import now_ms
 from tasks.reservations import Reservations
+from tasks.scripts import Scripts
 
 QUEUE = "reservations-test"
 
@@ -77,9 +78,12 @@ def test_a_live_workers_messages_stay_and_acked_ones_are_forgotten(
     assert reservations.restore_dead({"w1": "100"}, now_ms()) == 0
     assert reservations.prune("w1|100") == 1
     assert client.hkeys(keys.reservations("w1|100")) == [held]
-    # The same hostname beating with another pid: a restarted worker; the old one's go back
+    # The same hostname beating from another start (a restarted worker, in a container
+    # with the same pid): the old process's messages go back, with a tag of their own
     assert reservations.restore_dead({"w1": "200"}, now_ms()) == 1
     assert waiting(client) == ["held"]
+    restored = json.loads(client.lindex(QUEUE, 0) or "")
+    assert restored["properties"]["delivery_tag"] != held
 
 
 def test_a_message_restored_and_taken_by_another_worker_is_not_restored_again(
@@ -102,3 +106,42 @@ def test_a_process_not_yet_beating_keeps_its_young_messages(
     assert reservations.restore_dead({}, now_ms() - 10_000) == 0
     assert client.hexists(keys.reservations("w2|300"), tag)
     assert client.sismember(keys.RESERVERS, "w2|300")
+
+
+def test_a_stale_read_never_restores_a_message_twice(
+        client: redis.Redis, celery: Celery, reservations: Reservations) -> None:
+    # Given two reapers that both read the dead worker's entry, and one restores it
+    tag = reserve(celery, "job-1")
+    reservations.record("w1|100", tag)
+    stale = client.hget("unacked", tag)
+    assert reservations.restore_dead({}, now_ms()) == 1
+    # When the other pushes what it read
+    again = Scripts(client).reservation_restore(
+        keys=[keys.reservations("w1|100"), "unacked", "unacked_index", QUEUE],
+        args=[tag, stale, "copy", now_ms()])
+    # Then nothing moves: the entry it read is gone
+    assert again == 0 and client.llen(QUEUE) == 1
+
+
+def test_a_changed_entry_is_left_to_whoever_changed_it(
+        client: redis.Redis, celery: Celery, reservations: Reservations) -> None:
+    tag = reserve(celery, "job-1")
+    reservations.record("w1|100", tag)
+    entry = client.hget("unacked", tag)
+    assert entry is not None
+    Scripts(client).reservation_restore(
+        keys=[keys.reservations("w1|100"), "unacked", "unacked_index", QUEUE],
+        args=[tag, entry + " ", "copy", now_ms()])  # not what kombu holds now
+    assert client.llen(QUEUE) == 0 and client.hget("unacked", tag) == entry
+
+
+def test_a_malformed_entry_does_not_hold_up_the_others(
+        client: redis.Redis, celery: Celery, reservations: Reservations) -> None:
+    good = reserve(celery, "good")
+    for tag in ("broken", good):
+        reservations.record("w1|100", tag)
+    client.hset("unacked", "broken", "not json")
+    assert reservations.restore_dead({}, now_ms()) == 1
+    assert waiting(client) == ["good"]
+    # The broken one stays recorded, for an operator (or kombu's visibility timeout)
+    assert client.hexists(keys.reservations("w1|100"), "broken")

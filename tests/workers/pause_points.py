@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import redis
-from celery.signals import task_prerun
+from celery.signals import task_prerun, worker_process_init
 
 from tasks.handlers.registry import HandlerRegistry
 from tasks.lifecycle import Lifecycle, Outcome
@@ -61,7 +61,12 @@ def _complete_then_stop(self: Lifecycle, job_id: str, token: str,
     return outcome
 
 
-def register(registry: HandlerRegistry) -> None:
-    """Install the pause points (the registry is left as it is)."""
+def _install(**_: Any) -> None:
     task_prerun.connect(_before_claim, weak=False)
     Lifecycle.complete = _complete_then_stop  # type: ignore[method-assign]
+
+
+def register(registry: HandlerRegistry) -> None:
+    """Install the pause points in a worker's pool processes only (the registry is left
+    as it is): a test process that builds the same app must run unpatched."""
+    worker_process_init.connect(_install, weak=False)
