@@ -37,12 +37,14 @@ lint: install
 	$(BIN)/mypy
 
 # Job throughput (submit, drain, end to end, per-step overhead, chain message bytes)
-# beside bare Celery (under a minute), fleet routing beside one plain Celery queue (about
+# beside bare Celery (about three minutes), Redis memory per finished job beside bare
+# Celery's stored result (about a minute and a half), fleet routing beside one plain Celery queue (about
 # two minutes), the diffusion overhead beside the bare pipeline (under a minute), workflow
 # makespan beside raw Celery (about two minutes), then event latency to 1,000 WebSocket
 # clients beside raw Redis pub/sub (about one minute).
 bench: install
 	$(BIN)/python -m benchmarks.throughput
+	$(BIN)/python -m benchmarks.footprint
 	$(BIN)/python -m benchmarks.fleet_routing
 	$(BIN)/python -m benchmarks.diffusion_overhead
 	$(BIN)/python -m benchmarks.workflow_makespan
