@@ -38,10 +38,10 @@ lint: install
 
 # Job throughput (submit, drain, end to end, per-step overhead, chain message bytes)
 # beside bare Celery (about three minutes), Redis memory per finished job beside bare
-# Celery's stored result (about a minute and a half), fleet routing beside one plain Celery queue (about
-# two minutes), the diffusion overhead beside the bare pipeline (under a minute), workflow
-# makespan beside raw Celery (about two minutes), then event latency to 1,000 WebSocket
-# clients beside raw Redis pub/sub (about one minute).
+# Celery's stored result (about a minute and a half), fleet routing beside one plain
+# Celery queue (about two minutes), the diffusion overhead beside the bare pipeline (under
+# a minute), workflow makespan beside raw Celery (about two minutes), then event latency
+# to 1,000 WebSocket clients beside raw Redis pub/sub (about one minute).
 bench: install
 	$(BIN)/python -m benchmarks.throughput
 	$(BIN)/python -m benchmarks.footprint
