@@ -100,8 +100,12 @@ class Quotas:
         """Let one submission of jobs with these priorities in, or raise why not."""
         admission = self.admission(tenant, priorities)
         if admission is not None:
-            outcome, *detail = self._scripts.admit(keys=admission.keys, args=admission.args)
-            self.refuse(str(outcome), detail)
+            self.check(admission)
+
+    def check(self, admission: Admission) -> None:
+        """Run an admission on its own (lua/admit.lua), or raise why it was refused."""
+        outcome, *detail = self._scripts.admit(keys=admission.keys, args=admission.args)
+        self.refuse(str(outcome), detail)
 
     def admission(self, tenant: str, priorities: Iterable[int]) -> Admission | None:
         """What a script checks to admit one submission (None: operators are exempt); a

@@ -24,7 +24,7 @@ from tasks.handlers.images import ImageJob
 from tasks.handlers.registry import HandlerRegistry
 from tasks.lifecycle import Lifecycle
 from tasks.machines import MachineStore
-from tasks.quotas import PriorityTooHigh, Quotas, Refused
+from tasks.quotas import Admission, PriorityTooHigh, Quotas, Refused
 from tasks.routes import route_fields, route_for
 from tasks.settings import Settings
 from tasks.store import Job, JobStore, NewJob
@@ -87,10 +87,7 @@ class JobService:
         valid = self.validate(tenant, request)
         self._check_workflow(tenant, request)
         self.check_webhook(tenant, request)
-        try:
-            admission = self.quotas.admission(tenant, [request["priority"]])
-        except PriorityTooHigh as exc:
-            raise InvalidJob({"priority": [str(exc)]}) from None
+        admission = self.admission(tenant, [request["priority"]])
         new = NewJob(
             tenant=tenant, type=valid.handler.type, prompt=request.get("prompt"),
             parameters=valid.parameters, priority=request["priority"],
@@ -102,19 +99,21 @@ class JobService:
             route=route_fields(valid.route, self.settings.queue),
             waiting_reason=self.waiting_reason(valid.route),
         )
-        job_id = str(uuid.uuid4())
-        try:
-            message = self.dispatcher.prepare(JobCall(
-                job_id, new.route["route"], new.priority, new.timeout, correlation_id))
-        except Exception as exc:  # declaring a new queue needs the broker
-            raise BrokerUnavailable(str(exc)) from exc
+        return self._store_and_queue(str(uuid.uuid4()), new, admission)
+
+    def _store_and_queue(self, job_id: str, new: NewJob, admission: Admission | None) -> Job:
+        """Admit, store and queue the job in one script where the broker is the job
+        store's Redis; elsewhere publish once it is stored (the outbox covers a crash
+        between the two, and a refused publish removes the record)."""
+        message = self.dispatcher.prepare(JobCall(
+            job_id, new.route["route"], new.priority, new.timeout, new.correlation_id))
         try:
             job = self.store.create(job_id, new, message=message, admission=admission,
                                     outbox_due_ms=None if message else self.lifecycle.outbox_due())
         except Refused as exc:
             self.quotas.refuse(exc.outcome, exc.detail)
             raise
-        if message is not None:  # stored and queued in one step
+        if message is not None:
             self.dispatcher.announce([new.route["route"]])
             return job
         try:
@@ -191,10 +190,17 @@ class JobService:
                 "no webhook signing secret yet: make one with POST /api/webhooks/secret"]})
 
     def admit(self, tenant: str, priorities: list[int]) -> None:
-        """The tenant's quotas (tasks/quotas.py): a priority above its ceiling is invalid
-        input; the rest raise QuotaExceeded (a 429)."""
+        """The tenant's quotas (tasks/quotas.py) for a submission of several jobs (a
+        workflow's steps): a refusal raises QuotaExceeded (a 429)."""
+        admission = self.admission(tenant, priorities)
+        if admission is not None:
+            self.quotas.check(admission)
+
+    def admission(self, tenant: str, priorities: list[int]) -> Admission | None:
+        """What a script checks to admit the submission; a priority above the tenant's
+        ceiling is invalid input."""
         try:
-            self.quotas.admit(tenant, priorities)
+            return self.quotas.admission(tenant, priorities)
         except PriorityTooHigh as exc:
             raise InvalidJob({"priority": [str(exc)]}) from None
 
