@@ -13,6 +13,9 @@ inside the task. This module covers what only a signal can see:
   beat announces `worker.online` (and `machine.online`), its goodbye
   `worker.offline`, and any beat announces the workers that stopped beating (a
   SIGKILL fires no signal), with their machines when none of theirs is left.
+- `task_received`: the record of a message this worker holds, where kombu's own
+  reservation could not carry it (workers/reservations.py), so that it comes back
+  soon should the worker die holding it.
 - `task_revoked`: Celery drops a revoked message (or kills a terminated task)
   without running our code; the job is ended, not left pending for ever.
 - `task_unknown` / `task_rejected`: a message this worker cannot run is dropped
