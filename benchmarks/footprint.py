@@ -126,8 +126,12 @@ def bare_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
          "--pool=prefork", "--concurrency=2", "--without-mingle", "--without-gossip",
          "--loglevel=WARNING"], env={**os.environ, "BENCH_REDIS_URL": url},
         stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    wait_for(lambda: bool(client.control.ping(timeout=0.5)) or process.poll() is not None,
-             30, message="the bare worker")
+    try:
+        wait_for(lambda: bool(client.control.ping(timeout=0.5)) or process.poll() is not None,
+                 30, message="the bare worker")
+    except AssertionError:
+        process.kill()  # never left behind by a bench that gave up on it
+        raise
     if process.poll() is not None:
         raise RuntimeError(f"the bare worker exited; see {log}")
     return process
