@@ -14,7 +14,8 @@ Redis's `used_memory` grew by, per finished job:
 
 Beside each figure, `MEMORY USAGE` of every key, summed by what the key is (the job
 hashes, their event streams, the global event log, the indexes, ...), says where the
-bytes go. Last, the growth: `used_memory` after `--growth` and twice as many more echo
+bytes go (used_memory moves by tens of KB on its own: small counts give noise, the
+MEMORY USAGE sums do not). Last, the growth: `used_memory` after `--growth` and twice as many more echo
 jobs, and the extrapolation to 100,000 that the two slopes justify when they agree.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -125,12 +127,12 @@ def bare_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "celery", "-A", "benchmarks.raw_results:app", "worker",
          "--pool=prefork", "--concurrency=2", "--without-mingle", "--without-gossip",
          "--loglevel=WARNING"], env={**os.environ, "BENCH_REDIS_URL": url},
-        stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: bool(client.control.ping(timeout=0.5)) or process.poll() is not None,
                  30, message="the bare worker")
     except AssertionError:
-        process.kill()  # never left behind by a bench that gave up on it
+        os.killpg(process.pid, signal.SIGKILL)  # never left behind, its pool neither
         raise
     if process.poll() is not None:
         raise RuntimeError(f"the bare worker exited; see {log}")
