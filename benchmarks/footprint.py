@@ -15,8 +15,9 @@ Redis's `used_memory` grew by, per finished job:
 Beside each figure, `MEMORY USAGE` of every key, summed by what the key is (the job
 hashes, their event streams, the global event log, the indexes, ...), says where the
 bytes go (used_memory moves by tens of KB on its own: small counts give noise, the
-MEMORY USAGE sums do not). Last, the growth: `used_memory` after `--growth` and twice as many more echo
-jobs, and the extrapolation to 100,000 that the two slopes justify when they agree.
+MEMORY USAGE sums do not). Last, the growth: `used_memory` after `--growth` and twice as
+many echo jobs, and the extrapolation to 100,000 that the two slopes justify when they
+agree.
 """
 
 from __future__ import annotations
