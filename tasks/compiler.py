@@ -307,7 +307,8 @@ class _Emitter:
                     self.parked[part.index] = _as_chain(rest)
                     rest, carried = [], 0
                 continue
-            carried += _size(part) + 1
+            if not in_header:
+                carried += _size(part) + 1
             assert isinstance(part, Parallel), "a series holds steps and parallels only"
             if not rest and not in_header:
                 rest = [self._group(part)]

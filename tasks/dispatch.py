@@ -15,7 +15,6 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from celery import Celery
 from celery.canvas import Signature
@@ -112,11 +111,22 @@ class Dispatcher:
             self.celery.signature(json.loads(job["envelope"])).apply_async(countdown=countdown)
             self.lifecycle.published(job.id)
             return
-        call = JobCall(job.id, job.get("route") or self.queue, job["priority"], job["timeout"],
-                       job.get("correlation_id", ""))
-        self._send(call, countdown)
+        queue = job.get("route") or self.queue
+        self.celery.send_task(
+            RUN_JOB,
+            kwargs={"job_id": job.id},
+            task_id=job.id,
+            queue=queue,
+            priority=broker_priority(job["priority"], broker_is_redis=self.broker_is_redis),
+            headers={"x_correlation_id": job.get("correlation_id", "")},
+            countdown=countdown,
+            soft_time_limit=job["timeout"],
+            time_limit=job["timeout"] + HARD_LIMIT_GRACE,
+            # The job store holds the outcome: no result to subscribe to for each job.
+            ignore_result=True,
+        )
         self.lifecycle.published(job.id)
-        self.announce([call.queue])
+        self.announce([queue])
 
     def prepare(self, call: JobCall) -> Prepared | None:
         """A new job's message, for the job store to push as it stores the job; None
@@ -146,22 +156,6 @@ class Dispatcher:
         message = {"body": base64.b64encode(raw).decode(), "content-encoding": content_encoding,
                    "content-type": content_type, "headers": headers, "properties": properties}
         return Prepared(broker_lists(call.queue)[priority], json.dumps(message))
-
-    def _send(self, call: JobCall, countdown: float | None, producer: Any = None) -> None:
-        self.celery.send_task(
-            RUN_JOB,
-            kwargs={"job_id": call.job_id},
-            task_id=call.job_id,
-            queue=call.queue,
-            priority=broker_priority(call.priority, broker_is_redis=self.broker_is_redis),
-            headers={"x_correlation_id": call.correlation_id},
-            countdown=countdown,
-            soft_time_limit=call.timeout,
-            time_limit=call.timeout + HARD_LIMIT_GRACE,
-            # The job store holds the outcome: no result to subscribe to for each job.
-            ignore_result=True,
-            producer=producer,
-        )
 
     def announce(self, queues: Iterable[str]) -> None:
         """Ask the workers to look at the routes again when a queue is new to this process,

@@ -143,7 +143,8 @@ class LeaseKeeper:
         _RENEWER.remove(self)
 
     def drop(self) -> None:
-        """Count the lease as lost (its heartbeat broke): the run stops at its next report."""
+        """Count the lease as lost (taken over, or its heartbeat broke): the run stops at
+        its next progress report."""
         self._lost = True
         _RENEWER.remove(self)
 
@@ -168,10 +169,9 @@ class LeaseKeeper:
             self._due = self._hold_until = time.monotonic() + min(self._interval, RETRY_AFTER)
             return
         if lease is Lease.LOST:
-            self._lost = True
             if not self._stopped:  # else the run just finished and released it
                 log.warning("lease on %s was taken over; stopping", self._name)
-            _RENEWER.remove(self)
+            self.drop()
             return
         self._renewed_at, self._due, self._hold_until = sent, sent + self._interval, 0.0
         self.stop_requested = self.stop_requested or lease is Lease.STOP

@@ -96,12 +96,6 @@ class Quotas:
         self._scripts = Scripts(client)
         self.policy = policy
 
-    def admit(self, tenant: str, priorities: Iterable[int]) -> None:
-        """Let one submission of jobs with these priorities in, or raise why not."""
-        admission = self.admission(tenant, priorities)
-        if admission is not None:
-            self.check(admission)
-
     def check(self, admission: Admission) -> None:
         """Run an admission on its own (lua/admit.lua), or raise why it was refused."""
         outcome, *detail = self._scripts.admit(keys=admission.keys, args=admission.args)

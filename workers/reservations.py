@@ -12,7 +12,6 @@ covers transports without a QoS to wrap.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -21,8 +20,6 @@ from typing import Any
 from celery import Celery, bootsteps
 
 from tasks.reservations import Reservations, instance_name
-
-log = logging.getLogger(__name__)
 
 
 class ReservingQoS:

@@ -1,7 +1,8 @@
 -- Hand one message a dead worker held back to its queue, as kombu's own restore
 -- does (at the front: kombu's consumers pop from the right), unless the worker no
 -- longer held it: acknowledged since, or restored and delivered to another worker
--- (kombu keeps a message's delivery tag, so the index then has a later reservation).
+-- (kombu's own restore, at the visibility timeout, keeps a message's delivery tag, so
+-- the index then has a later reservation; this one gives it a fresh tag).
 -- KEYS[1] the worker's reservations, KEYS[2] kombu's unacked hash,
 -- KEYS[3] kombu's unacked index, KEYS[4] the list the message goes back to
 local reservations, unacked, unacked_index, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
