@@ -19,6 +19,14 @@ from pathlib import Path
 import redis
 
 
+# What Chordline asks of its Redis beyond the defaults (README: sizing), here and in
+# docker/compose.yaml. A job's record holds its events (tasks/events.py), so some of
+# its values pass Redis's default of 64 bytes for a compact (listpack) hash; a hash of
+# a few KB then costs about twice as much as a hashtable. 8 KB covers a record's
+# largest value (a step's recovery message), and a listpack that size stays fast.
+TUNING = {"hash-max-listpack-value": "8192"}
+
+
 class NoRedisServer(RuntimeError):
     pass
 
@@ -67,6 +75,7 @@ class RedisServer:
                 "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction",
                 "--protected-mode", "yes", "--daemonize", "no",
                 "--databases", str(self.databases),
+                *(arg for name, value in TUNING.items() for arg in (f"--{name}", value)),
                 "--logfile", str((self.data_dir / "server.log").resolve()),
                 *(["--requirepass", self.password] if self.password else [])]
 

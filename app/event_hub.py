@@ -26,13 +26,12 @@ import redis
 
 from tasks import keys
 from tasks.clock import now_ms
-from tasks.events import EventLog, parse_id
+from tasks.events import EVERYTHING, EventLog, Feed, parse_id
 
 log = logging.getLogger(__name__)
 
-# ("job", id), ("workflow", id) or ("all", "*").
-Topic = tuple[str, str]
-EVERYTHING: Topic = ("all", keys.ALL_TENANTS)
+# ("job", id), ("workflow", id) or ("all", "*"): a feed of tasks/events.py.
+Topic = Feed
 EventId = tuple[int, int]
 # How long a replay may wait for its socket to drain before the socket counts as too slow.
 REPLAY_PATIENCE_S = 10.0
@@ -40,15 +39,6 @@ REPLAY_PATIENCE_S = 10.0
 
 class HubUnavailable(RuntimeError):
     """The pub/sub connection could not be established."""
-
-
-def stream_of(topic: Topic) -> str:
-    kind, ident = topic
-    if kind == "job":
-        return keys.job_events(ident)
-    if kind == "workflow":
-        return keys.workflow_events(ident)
-    return keys.EVENT_LOG
 
 
 @dataclass
@@ -142,7 +132,7 @@ class EventHub:
         the hub's catch-up must not wait on any one socket.
         """
         last = parse_id(since)
-        for event in self._events.read_all(stream_of(topic), since):
+        for event in self._events.read_all(topic, since):
             if sub.may_see(event) and not sub.offer(json.dumps(event), patience):
                 break
             last = parse_id(event["id"])

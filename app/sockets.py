@@ -34,7 +34,6 @@ from app.event_hub import (
     HubUnavailable,
     Subscriber,
     Topic,
-    stream_of,
 )
 from app.metrics import WEBSOCKETS
 from app.schemas.sockets import SOCKET_MESSAGE
@@ -196,7 +195,7 @@ class SocketSession:
 
     def _replay_too_long(self, topic: Topic, since: str) -> bool:
         quotas = self._s.jobs.quotas
-        waiting = self._s.events.count_after(stream_of(topic), since,
+        waiting = self._s.events.count_after(topic, since,
                                              quotas.policy.max_replay_events + 1)
         return not quotas.replay_allowed(self._sub.tenant, waiting)
 

@@ -22,8 +22,7 @@ import redis
 from flask import Response, current_app, request
 
 from app.event_hub import EventHub, HubUnavailable, Subscriber
-from tasks import keys
-from tasks.events import EventType
+from tasks.events import EventType, job_feed
 from tasks.services import Services, current_services
 from tasks.statuses import TERMINAL
 
@@ -63,7 +62,7 @@ def wait_until_final(job_id: str, tenant: str, seconds: float) -> None:
 
 
 def _wait(services: Services, job_id: str, tenant: str, seconds: float) -> None:
-    since = services.events.last_id(keys.job_events(job_id))
+    since = services.events.last_id(job_feed(job_id))
     job = services.store.get(job_id, tenant)
     if job is None or job.status in TERMINAL or seconds <= 0:
         return

@@ -50,11 +50,9 @@ TIMEOUT = 600.0
 PROMPT = "a red fox in fresh snow at dawn, soft light, 35 mm photograph, shallow depth of field"
 # What a key is, by its name: the first pattern that matches names its family.
 FAMILIES = [
-    ("job hash", re.compile(r"^chordline:job:[^:]+$")),
-    ("job events", re.compile(r"^chordline:job:[^:]+:events$")),
+    ("job hash (and events)", re.compile(r"^chordline:job:[^:]+$")),
     ("job (other)", re.compile(r"^chordline:job:")),
     ("workflow hash", re.compile(r"^chordline:workflow:[^:]+$")),
-    ("workflow events", re.compile(r"^chordline:workflow:[^:]+:events$")),
     ("global event log", re.compile(r"^chordline:events$")),
     ("indexes", re.compile(r"^chordline:(idx|widx):")),
     ("artifacts", re.compile(r"^chordline:artifact")),

@@ -2,13 +2,19 @@
 
 The Lua scripts that change a status append the event in the same atomic step
 (lua/lib.lua `emit`), so the status endpoints and the history never disagree.
-An event goes to three places: the global log (`keys.EVENT_LOG`, what operators
-replay), the stream of the job and of its workflow (what a tenant replays, kept
-as long as the record itself), and the live pub/sub channel. Its `id` is the
-global log's stream id, the same in every stream, so ids order events and a
-client resumes with `since`.
 
-Pub/sub is at most once; the streams are the source of truth.
+Each event is kept once. A job's or workflow's event lives in that record's own
+hash (a field `e:<id>`, `p:<id>` for progress), as long as the record, holding
+only what the record does not already say (its type, time, worker and data); the
+record supplies the rest (tenant, ids, step, correlation id) when it is read. The
+global log (`keys.EVENT_LOG`, what operators replay) keeps, in order, a reference
+to each (`job <id>` or `workflow <id>`), and the events of no record (workers,
+machines) whole; it is trimmed to `event_retention`. A finished job keeps only its
+last progress event. Every event is also published live on the pub/sub channel.
+Its `id` is the global log's stream id, so ids order events and a client resumes
+with `since`.
+
+Pub/sub is at most once; the stored events are the source of truth.
 """
 
 from __future__ import annotations
@@ -99,6 +105,26 @@ def after(since: str) -> str:
     return f"({since}" if since != "0" else "-"
 
 
+# A feed: the events of one job ("job", id) or workflow ("workflow", id; its
+# steps' too), or every event (EVERYTHING).
+Feed = tuple[str, str]
+EVERYTHING: Feed = ("all", keys.ALL_TENANTS)
+# The hash fields that hold a record's events, by the event's id.
+EVENT_FIELD = "e:"
+PROGRESS_FIELD = "p:"
+# What the global log's entries hold: a reference to a record's event, or a whole event.
+REFERENCE_KINDS = ("job", "workflow")
+WHOLE = "event"
+
+
+def job_feed(job_id: str) -> Feed:
+    return ("job", job_id)
+
+
+def workflow_feed(workflow_id: str) -> Feed:
+    return ("workflow", workflow_id)
+
+
 def database_of(client: redis.Redis) -> int:
     return int(client.connection_pool.connection_kwargs.get("db", 0))
 
@@ -108,18 +134,56 @@ def lua_prelude(client: redis.Redis) -> str:
     types = ", ".join(f"{t.name} = '{t.value}'" for t in EventType)
     return (f"local EVENT_LOG = '{keys.EVENT_LOG}'\n"
             f"local EVENT_CHANNEL = '{keys.event_channel(database_of(client))}'\n"
+            f"local EVENT_FIELD = '{EVENT_FIELD}'\n"
+            f"local PROGRESS_FIELD = '{PROGRESS_FIELD}'\n"
             f"local SAGA_OUTBOX = '{keys.SAGA_OUTBOX}'\n"
             f"local ROUTES = '{keys.ROUTES}'\n"
             f"local ROUTES_USED = '{keys.ROUTES_USED}'\n"
             f"local WORKER_PREFIX = '{keys.WORKER_PREFIX}'\n"
             f"local WEBHOOK_OUTBOX = '{keys.WEBHOOK_OUTBOX}'\n"
             f"local WEBHOOK_QUEUE_SUFFIX = '{keys.WEBHOOK_QUEUE_SUFFIX}'\n"
-            f"local EV = {{{types}}}\n")
+            f"local EV = {{{types}}}\n" + keys.lua_functions())
 
 
 def ordered(event: dict[str, Any]) -> dict[str, Any]:
     """An event with its fields in the documented order (Lua's JSON has none)."""
     return {"id": event.get("id"), **{name: event.get(name) for name in FIELDS}}
+
+
+def _subject(kind: str, record: dict[str, str]) -> dict[str, Any]:
+    """What a record says of each of its events (the fields they do not store)."""
+    if kind == "workflow":
+        return {"tenant": record.get("tenant") or None, "job_id": None,
+                "workflow_id": record.get("id") or None, "step_index": None,
+                "correlation_id": record.get("correlation_id") or None}
+    step = record.get("step_index")
+    return {"tenant": record.get("tenant") or None, "job_id": record.get("id") or None,
+            "workflow_id": record.get("workflow_id") or None,
+            "step_index": int(step) if step not in (None, "") else None,
+            "correlation_id": record.get("correlation_id") or None}
+
+
+def _stored(event_id: str, body: str, subject: dict[str, Any]) -> dict[str, Any]:
+    return ordered({**subject, **json.loads(body), "id": event_id})
+
+
+Keyed = list[tuple[tuple[int, int], dict[str, Any]]]
+
+
+def record_events(kind: str, record: dict[str, str]) -> Keyed:
+    """A record's own events (a hash as HGETALL reads it), keyed by id for sorting."""
+    subject = _subject(kind, record)
+    found: Keyed = []
+    for name, body in record.items():
+        if name.startswith((EVENT_FIELD, PROGRESS_FIELD)):
+            event_id = name[len(EVENT_FIELD):]
+            found.append((parse_id(event_id), _stored(event_id, body, subject)))
+    return found
+
+
+def is_event_field(name: str) -> bool:
+    """Whether a record's hash field holds one of its events, not one of its own fields."""
+    return name.startswith((EVENT_FIELD, PROGRESS_FIELD))
 
 
 class EventLog:
@@ -129,38 +193,41 @@ class EventLog:
         self._redis = client
         self.channel = keys.event_channel(database_of(client))
 
-    def read(self, stream: str, since: str = "0", limit: int = 1000) -> list[dict[str, Any]]:
-        """Up to `limit` events of `stream` after `since` (exclusive), oldest first."""
-        parse_id(since)
-        entries = cast(list[tuple[str, dict[str, str]]], self._redis.xrange(
-            stream, after(since), "+", count=min(limit, MAX_PAGE)))
-        return [ordered({**json.loads(fields["event"]), "id": entry_id})
-                for entry_id, fields in entries]
+    def read(self, feed: Feed, since: str = "0", limit: int = 1000) -> list[dict[str, Any]]:
+        """Up to `limit` events of `feed` after `since` (exclusive), oldest first."""
+        low, limit = parse_id(since), min(limit, MAX_PAGE)
+        if feed == EVERYTHING:
+            return self._read_log(since, limit)
+        return [e for key, e in self._history(feed) if key > low][:limit]
 
-    def newest(self, stream: str, limit: int = 200) -> list[dict[str, Any]]:
-        """The last `limit` events of `stream`, oldest first."""
+    def newest(self, feed: Feed, limit: int = 200) -> list[dict[str, Any]]:
+        """The last `limit` events of `feed`, oldest first."""
+        limit = min(limit, MAX_PAGE)
+        if feed != EVERYTHING:
+            return [e for _, e in self._history(feed)][-limit:]
         entries = cast(list[tuple[str, dict[str, str]]],
-                       self._redis.xrevrange(stream, count=min(limit, MAX_PAGE)))
-        return [ordered({**json.loads(fields["event"]), "id": entry_id})
-                for entry_id, fields in reversed(entries)]
+                       self._redis.xrevrange(keys.EVENT_LOG, count=limit))
+        return self._resolve(list(reversed(entries)))
 
-    def count_after(self, stream: str, since: str, limit: int) -> int:
-        """How many events follow `since`, counting no further than `limit`."""
-        entries = self._redis.xrange(stream, after(since), "+", count=limit)
+    def count_after(self, feed: Feed, since: str, limit: int) -> int:
+        """How many events follow `since`, counting no further than `limit` (for the
+        global log, its entries: an event thinned away still counts)."""
+        if feed != EVERYTHING:
+            return min(len(self.read(feed, since, limit)), limit)
+        entries = self._redis.xrange(keys.EVENT_LOG, after(since), "+", count=limit)
         return len(cast(list[Any], entries))
 
-    def last_id(self, stream: str) -> str:
+    def last_id(self, feed: Feed) -> str:
         """The newest event's id (`0` for none): where a live feed that starts now resumes."""
-        entries = cast(list[tuple[str, Any]], self._redis.xrevrange(stream, count=1))
+        if feed != EVERYTHING:
+            history = self._history(feed)
+            return history[-1][1]["id"] if history else "0"
+        entries = cast(list[tuple[str, Any]], self._redis.xrevrange(keys.EVENT_LOG, count=1))
         return entries[0][0] if entries else "0"
 
-    def ids(self, stream: str) -> list[str]:
-        entries = cast(list[tuple[str, Any]], self._redis.xrange(stream))
-        return [entry_id for entry_id, _ in entries]
-
-    def read_all(self, stream: str, since: str = "0") -> Iterator[dict[str, Any]]:
-        """Every event of `stream` after `since`, a page at a time."""
-        while page := self.read(stream, since, MAX_PAGE):
+    def read_all(self, feed: Feed, since: str = "0") -> Iterator[dict[str, Any]]:
+        """Every event of `feed` after `since`, a page at a time."""
+        while page := self.read(feed, since, MAX_PAGE):
             yield from page
             since = page[-1]["id"]
 
@@ -168,3 +235,67 @@ class EventLog:
         """Drop global-log events older than the retention (approximately, cheaply)."""
         return int(self._redis.xtrim(keys.EVENT_LOG, minid=now_ms - retention_seconds * 1000,
                                      approximate=True))
+
+    def _history(self, feed: Feed) -> Keyed:
+        """A job's events, or a workflow's with its steps', in order: a record's history
+        is short (a finished job keeps one progress event), so it is read whole."""
+        kind, ident = feed
+        record = cast(dict[str, str], self._redis.hgetall(
+            keys.job(ident) if kind == "job" else keys.workflow(ident)))
+        found = record_events(kind, record)
+        if kind == "workflow" and record.get("job_ids"):
+            pipe = self._redis.pipeline(transaction=False)
+            for step_id in json.loads(record["job_ids"]):
+                pipe.hgetall(keys.job(step_id))
+            for step in pipe.execute():
+                found += record_events("job", step)
+        found.sort(key=lambda pair: pair[0])
+        return found
+
+    def _read_log(self, since: str, limit: int) -> list[dict[str, Any]]:
+        """A page of the global log; references to events thinned away since (progress)
+        or to records gone are passed over, and the page fills from further on."""
+        events: list[dict[str, Any]] = []
+        while len(events) < limit:
+            want = limit - len(events)
+            entries = cast(list[tuple[str, dict[str, str]]], self._redis.xrange(
+                keys.EVENT_LOG, after(since), "+", count=want))
+            events += self._resolve(entries)
+            if len(entries) < want:
+                break
+            since = entries[-1][0]
+        return events
+
+    def _resolve(self, entries: list[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
+        """The events of global-log entries: whole ones as they are, references read
+        from their records (each record once)."""
+        wanted: dict[tuple[str, str], list[str]] = {}
+        for entry_id, fields in entries:
+            for kind in REFERENCE_KINDS:
+                if kind in fields:
+                    wanted.setdefault((kind, fields[kind]), []).append(entry_id)
+        found = self._fetch(wanted)
+        events = []
+        for entry_id, fields in entries:
+            if WHOLE in fields:
+                events.append(ordered({**json.loads(fields[WHOLE]), "id": entry_id}))
+            elif (event := found.get(entry_id)) is not None:
+                events.append(event)
+        return events
+
+    def _fetch(self, wanted: dict[tuple[str, str], list[str]]) -> dict[str, dict[str, Any]]:
+        subject_fields = ("id", "tenant", "workflow_id", "step_index", "correlation_id")
+        pipe = self._redis.pipeline(transaction=False)
+        for (kind, ident), ids in wanted.items():
+            names = [prefix + i for i in ids for prefix in (EVENT_FIELD, PROGRESS_FIELD)]
+            pipe.hmget(keys.job(ident) if kind == "job" else keys.workflow(ident),
+                       [*subject_fields, *names])
+        found: dict[str, dict[str, Any]] = {}
+        for ((kind, _), ids), values in zip(wanted.items(), pipe.execute(), strict=True):
+            own, bodies = values[:len(subject_fields)], values[len(subject_fields):]
+            subject = _subject(kind, {k: v for k, v in zip(subject_fields, own, strict=True) if v})
+            for index, event_id in enumerate(ids):
+                body = bodies[2 * index] or bodies[2 * index + 1]
+                if body is not None:
+                    found[event_id] = _stored(event_id, body, subject)
+        return found

@@ -1,7 +1,9 @@
 """Redis key names: the one place that spells them.
 
-Lua scripts never build key names themselves: they receive them as KEYS, or read
-the per-job index prefixes that `create` stored in the job hash.
+Lua scripts never spell key names themselves: they receive them as KEYS, read
+them from a record's hash, or derive them from a record's fields with the
+functions `lua_functions` writes from the ones here (so a record need not store
+what its id and tenant already say).
 """
 
 from __future__ import annotations
@@ -119,21 +121,13 @@ WORKFLOW_OUTBOX = f"{PREFIX}:workflow-outbox"
 SAGA_OUTBOX = f"{PREFIX}:saga-outbox"
 
 
-# Every event, in order: the history operators read and replay from (see tasks/events.py).
+# Every event, in order (a record's by reference): what operators replay (tasks/events.py).
 EVENT_LOG = f"{PREFIX}:events"
 
 
 def event_channel(database: int) -> str:
     """The live pub/sub channel; channels span databases, so its name carries the database."""
     return f"{PREFIX}:events:live:{database}"
-
-
-def job_events(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}:events"
-
-
-def workflow_events(workflow_id: str) -> str:
-    return f"{PREFIX}:workflow:{workflow_id}:events"
 
 
 def artifact(artifact_id: str) -> str:
@@ -203,6 +197,19 @@ def webhook_queue(webhooks_key: str) -> str:
 
 def webhook_secret(tenant: str) -> str:
     return f"{PREFIX}:webhook-secret:{tenant}"
+
+
+def lua_functions() -> str:
+    """Lua functions that spell the key names scripts derive from a record's fields,
+    written from the Python functions above: one definition of each name."""
+    derived = {"status_index_prefix": status_index_prefix,
+               "workflow_status_index_prefix": workflow_status_index_prefix,
+               "route_pending_key": route_pending}
+    lines = [f"local ALL_TENANTS = '{ALL_TENANTS}'"]
+    for name, spell in derived.items():
+        head, _, tail = spell("\0").partition("\0")
+        lines.append(f"local function {name}(part) return '{head}' .. part .. '{tail}' end")
+    return "\n".join(lines) + "\n"
 
 
 # The broker messages each worker process holds unacknowledged (tasks/reservations.py),

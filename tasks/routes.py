@@ -43,10 +43,8 @@ def _estimates(raw: Mapping[str, str]) -> Estimates:
 
 
 def route_fields(route: Route, base_queue: str) -> dict[str, str]:
-    """What a job hash holds for the scripts to track its route."""
-    queue = route.queue(base_queue)
-    return {"route": queue, "route_pending_key": keys.route_pending(queue),
-            "route_spec": json.dumps(route.as_dict())}
+    """What a job hash holds for the scripts to track its route (until it is final)."""
+    return {"route": route.queue(base_queue), "route_spec": json.dumps(route.as_dict())}
 
 
 class RouteStore:

@@ -18,7 +18,7 @@ import redis
 
 from tasks import keys
 from tasks.clock import iso, now_ms
-from tasks.events import EventLog, EventType
+from tasks.events import EventType, is_event_field
 from tasks.quotas import Admission, Refused
 from tasks.scripts import Scripts
 from tasks.statuses import CANCELLABLE, JobStatus
@@ -44,7 +44,7 @@ class Record:
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> Self:
-        decoded: dict[str, Any] = dict(raw)
+        decoded: dict[str, Any] = {k: v for k, v in raw.items() if not is_event_field(k)}
         for name in cls.json_fields:
             if name in decoded:
                 decoded[name] = json.loads(decoded[name])
@@ -148,7 +148,7 @@ class JobStore:
         with `admission`, the tenant's quota is checked first (raises `Refused`).
         """
         now = now_ms()
-        fields = {**new.to_fields(iso(now)), "events_key": keys.job_events(job_id),
+        fields = {**new.to_fields(iso(now)),
                   **webhook_fields(new.webhook_url, new.webhook_events,
                                    keys.job_webhooks(job_id), JOB_EVENTS)}
         scopes = keys.index_scopes(new.tenant)
@@ -160,7 +160,6 @@ class JobStore:
                   *(admission.keys if admission else [keys.job(job_id)] * 4), *indexes],
             args=[job_id, json.dumps(fields), str(new.status), now,
                   "" if outbox_due_ms is None else outbox_due_ms,
-                  "|".join(keys.status_index_prefix(s) for s in scopes),
                   EventType.JOB_QUEUED if new.status == JobStatus.PENDING else "", iso(now),
                   message.payload if message else "",
                   *(admission.args if admission else [""])],
@@ -181,11 +180,9 @@ class JobStore:
         pipe.execute()
 
     def remove(self, job: Job, pipe: redis.client.Pipeline) -> None:
-        """Queue the removal of a job, its index entries and its events on `pipe`."""
-        event_ids = EventLog(self._redis).ids(keys.job_events(job.id))
-        if event_ids:
-            pipe.xdel(keys.EVENT_LOG, *event_ids)
-        pipe.delete(keys.job_events(job.id), keys.job_webhooks(job.id),
+        """Queue the removal of a job (its events go with its hash) and its index entries
+        on `pipe`; the global log's references to its events then lead nowhere."""
+        pipe.delete(keys.job_webhooks(job.id),
                     keys.webhook_queue(keys.job_webhooks(job.id)))
         pipe.zrem(keys.WEBHOOK_OUTBOX, keys.job_webhooks(job.id))
         for scope in keys.index_scopes(job["tenant"]):

@@ -111,8 +111,7 @@ class WorkflowStore:
                   *[keys.workflow(workflow_id)] * 5,
                   *(keys.workflow_index_all(s) for s in scopes)],
             args=[workflow_id, json.dumps(fields), WorkflowStatus.PENDING, now, outbox_due_ms,
-                  "|".join(keys.workflow_status_index_prefix(s) for s in scopes), "",
-                  created_at, "", ""],
+                  "", created_at, "", ""],
             client=pipe,
         )
         pipe.execute()
@@ -124,7 +123,6 @@ class WorkflowStore:
                      dependents: list[str], new: NewWorkflow, envelope: str | None) -> None:
         extra: dict[str, Any] = {
             "workflow_key": keys.workflow(workflow_id), "step_index": index,
-            "workflow_events_key": keys.workflow_events(workflow_id),
             "depends_on": json.dumps(list(step.depends_on)),
             "dependency_ids": "|".join(job_ids[d] for d in step.depends_on),
             "dependent_keys": "|".join(dependents), "deps_left": len(step.depends_on),
@@ -152,7 +150,6 @@ class WorkflowStore:
             "step_keys": "|".join(keys.job(j) for j in job_ids),
             "dag": json.dumps([list(s.depends_on) for s in new.steps]),
             "forced_cuts": new.forced_cuts, "added_orders": new.added_orders,
-            "events_key": keys.workflow_events(workflow_id),
             "created_at": created_at, "updated_at": created_at,
         }
         optional = {"description": new.description}
@@ -171,7 +168,7 @@ class WorkflowStore:
             pipe.zrem(keys.workflow_status_index(scope, workflow.status), workflow.id)
         pipe.zrem(keys.WORKFLOW_OUTBOX, workflow.id)
         hooks = keys.workflow_webhooks(workflow.id)
-        pipe.delete(keys.workflow(workflow.id), keys.workflow_events(workflow.id), hooks,
+        pipe.delete(keys.workflow(workflow.id), hooks,
                     keys.webhook_queue(hooks))
         pipe.zrem(keys.WEBHOOK_OUTBOX, hooks)
         pipe.execute()

@@ -13,6 +13,7 @@ import yaml
 
 from app.client import ChordlineClient
 from app.devstack import read_procfile
+from app.embedded_redis import TUNING
 from tasks.events import EventType
 from tests.support import ROOT, WebProcess, WorkerProcess, wait_for
 
@@ -32,6 +33,8 @@ def test_compose_runs_the_procfile_processes_beside_a_durable_redis() -> None:
     services = compose["services"]
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "noeviction" in redis_command
+    # The same tuning as the embedded Redis of `make run` and the tests (README: sizing).
+    assert all(f"--{name} {value}" in redis_command for name, value in TUNING.items())
     # A password, and Redis published on no port of the host
     assert "requirepass" in redis_command and "ports" not in services["redis"]
     built = {name for name, service in services.items() if "build" in service}

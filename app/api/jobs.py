@@ -16,6 +16,7 @@ from app.schemas.jobs import JOB, JOB_CANCEL, JOB_LIST_QUERY, JOB_SUBMIT, TIMEFR
 from app.waiting import applied, requested_wait, wait_until_final
 from tasks import keys
 from tasks.clock import now_ms
+from tasks.events import job_feed
 from tasks.services import current_services
 from tasks.statuses import SUBMITTED
 from tasks.store import InvalidCursor
@@ -72,7 +73,7 @@ def events(job_id: str) -> dict[str, Any]:
     """The job's history, oldest first (`since` an event id to resume after it)."""
     if current_services().store.get(job_id, current_tenant()) is None:
         raise ApiError(404, "JOB_NOT_FOUND", f"Job with ID {job_id} not found")
-    return history(keys.job_events(job_id))
+    return history(job_feed(job_id))
 
 
 @bp.get("/<job_id>/webhooks")

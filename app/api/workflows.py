@@ -22,6 +22,7 @@ from app.schemas.workflows import (
 )
 from tasks import keys
 from tasks.clock import now_ms
+from tasks.events import workflow_feed
 from tasks.services import current_services
 from tasks.statuses import JobStatus, WorkflowStatus
 from tasks.store import InvalidCursor, Job
@@ -68,7 +69,7 @@ def workflow_status(workflow: Workflow) -> dict[str, Any]:
 def events(workflow_id: str) -> dict[str, Any]:
     """The workflow's history with its steps' events, oldest first."""
     _get(workflow_id)
-    return history(keys.workflow_events(workflow_id))
+    return history(workflow_feed(workflow_id))
 
 
 @bp.get("/<workflow_id>/webhooks")

@@ -26,7 +26,7 @@ from app.schemas.jobs import JOB
 from app.schemas.workflows import WORKFLOW
 from tasks import keys
 from tasks.clock import now_ms, parse_iso
-from tasks.events import is_event_id
+from tasks.events import EVERYTHING, is_event_id, job_feed, workflow_feed
 from tasks.services import current_services
 from tasks.statuses import JobStatus, WorkflowStatus
 
@@ -47,7 +47,7 @@ def signed_in(view: View) -> View:
         g.principal = principal
         check_record_ids()  # the API's one check of ids in a path
         # Read before the page's data, so the page's live feed resumes from here.
-        g.since = current_services().events.last_id(keys.EVENT_LOG)
+        g.since = current_services().events.last_id(EVERYTHING)
         return view(*args, **kwargs)
 
     return wrapper
@@ -157,7 +157,7 @@ def job(job_id: str) -> str:
         raise ApiError(404, "JOB_NOT_FOUND", f"Job with ID {job_id} not found")
     view = {**JOB.dump(found.fields), **{k: found.get(k) for k in (
         "tenant", "machine_id", "worker_id")}}
-    events = services.events.read(keys.job_events(job_id))
+    events = services.events.read(job_feed(job_id))
     return page("job.html", f"Job {job_id}", {"job": view, "events": events},
                 job=view, timing=_timing(view))
 
@@ -196,7 +196,7 @@ def workflow(workflow_id: str) -> str:
     if found is None:
         raise ApiError(404, "WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
     data = {**workflow_status(found), "tenant": found.get("tenant"),
-            "events": services.events.read(keys.workflow_events(workflow_id))}
+            "events": services.events.read(workflow_feed(workflow_id))}
     return page("workflow.html", f"Workflow {found.get('name') or workflow_id}", data,
                 workflow=data["workflow"])
 
@@ -205,7 +205,7 @@ def workflow(workflow_id: str) -> str:
 @signed_in
 def events() -> str:
     filters = _filters("type", "tenant", "job_id", "workflow_id")
-    rows = current_services().events.newest(keys.EVENT_LOG, 200)
+    rows = current_services().events.newest(EVERYTHING, 200)
     return page("events.html", "Events", {"events": rows, "filters": filters}, filters=filters)
 
 

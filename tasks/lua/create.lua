@@ -5,23 +5,23 @@
 -- message goes to (untouched without one), KEYS[5..8] the admission's keys (untouched
 -- without one), KEYS[9..] indexes to add to
 -- ARGV[1] job id, ARGV[2] fields (JSON), ARGV[3] status, ARGV[4] now (ms),
--- ARGV[5] outbox due (ms, '' for none), ARGV[6] status index prefixes ('|'-joined),
--- ARGV[7] the event that announces a job ('' for none), ARGV[8] now (ISO),
--- ARGV[9] the broker message, as kombu would push it ('' for none),
--- ARGV[10..14] the admission's arguments (ARGV[10] '' for none)
+-- ARGV[5] outbox due (ms, '' for none),
+-- ARGV[6] the event that announces a job ('' for none), ARGV[7] now (ISO),
+-- ARGV[8] the broker message, as kombu would push it ('' for none),
+-- ARGV[9..13] the admission's arguments (ARGV[9] '' for none)
 -- Returns the record's index score, or {refusal...} when the quota refused it.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('job exists')
 end
-if ARGV[10] ~= '' then
-  local refused = admission_refused(KEYS[5], KEYS[6], KEYS[7], KEYS[8], ARGV[10], ARGV[11],
-    ARGV[12], ARGV[13], ARGV[14])
+if ARGV[9] ~= '' then
+  local refused = admission_refused(KEYS[5], KEYS[6], KEYS[7], KEYS[8], ARGV[9], ARGV[10],
+    ARGV[11], ARGV[12], ARGV[13])
   if refused then return refused end
 end
 local seq = redis.call('INCR', KEYS[2])
 local score = tonumber(ARGV[4]) * 1000 + (seq % 1000)
 hset_json(KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'seq', score, 'status_index_prefixes', ARGV[6])
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'seq', score)
 set_status(KEYS[1], ARGV[3])
 for i = 9, #KEYS do
   redis.call('ZADD', KEYS[i], score, ARGV[1])
@@ -31,11 +31,11 @@ if ARGV[5] ~= '' then
 end
 -- The message before the events: a script is not rolled back, so nothing that can fail
 -- may stand between the record and its message.
-if ARGV[9] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[9]) end
-if ARGV[7] ~= '' then
-  emit_job(ARGV[7], KEYS[1], ARGV[8], {type = redis.call('HGET', KEYS[1], 'type'),
+if ARGV[8] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[8]) end
+if ARGV[6] ~= '' then
+  emit_job(ARGV[6], KEYS[1], ARGV[7], {type = redis.call('HGET', KEYS[1], 'type'),
     priority = tonumber(redis.call('HGET', KEYS[1], 'priority'))})
   local reason = redis.call('HGET', KEYS[1], 'waiting_reason')
-  if reason then emit_job(EV.JOB_UNSCHEDULABLE, KEYS[1], ARGV[8], {reason = reason}) end
+  if reason then emit_job(EV.JOB_UNSCHEDULABLE, KEYS[1], ARGV[7], {reason = reason}) end
 end
 return tostring(score)

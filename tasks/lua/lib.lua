@@ -1,8 +1,9 @@
 -- Shared helpers, prepended to every script by tasks/scripts.py (after the
 -- names it generates from tasks/events.py and tasks/keys.py: EVENT_LOG,
--- EVENT_CHANNEL, SAGA_OUTBOX, ROUTES, ROUTES_USED, WORKER_PREFIX and EV) and from
+-- EVENT_CHANNEL, EVENT_FIELD, PROGRESS_FIELD, SAGA_OUTBOX, ROUTES, ROUTES_USED,
+-- WORKER_PREFIX and EV) and from
 -- tasks/metrics.py (METRICS_* and BUCKETS).
--- Index and stream key names come from the job hash (written by create.lua from
+-- Index key names come from the job hash (written by create.lua from
 -- tasks/keys.py), so no script spells a key name of its own.
 
 local function nullable(value)
@@ -52,25 +53,29 @@ local function queue_webhook(subject, event)
   expire_with(queue, subject.record)
 end
 
--- Append one event to the global log and to `streams` (pairs of a stream and
--- the key whose expiry it shares), then publish it live. The global log's id
--- is the event id everywhere, so every copy sorts the same way.
+-- Keep one event and publish it live. A record's event (a job's, a workflow's) is
+-- kept in the record's hash under EVENT_FIELD .. id (PROGRESS_FIELD for progress,
+-- which `finish` thins), holding what the record does not already say; the global
+-- log holds a reference to it ('job' or 'workflow', and the id) in its order. An event
+-- of no record (a worker's, a machine's) is kept whole in the global log. The log's
+-- id is the event's id everywhere (tasks/events.py reads them back).
 local function emit(etype, ts, subject, data)
   local event = {type = etype, ts = ts, tenant = nullable(subject.tenant),
     job_id = nullable(subject.job_id), workflow_id = nullable(subject.workflow_id),
     step_index = subject.step_index and tonumber(subject.step_index) or cjson.null,
     correlation_id = nullable(subject.correlation_id), worker = nullable(subject.worker),
     data = data or {}}
-  local body = cjson.encode(event)
-  local id = redis.call('XADD', EVENT_LOG, '*', 'event', body)
-  redis.call('HINCRBY', METRICS_EVENTS, etype, 1)
-  local streams = subject.streams or {}
-  for i = 1, #streams, 2 do
-    -- pcall: a copy refused (an id behind the stream's last) must not abort a
-    -- script whose writes have already happened.
-    redis.pcall('XADD', streams[i], id, 'event', body)
-    expire_with(streams[i], streams[i + 1])
+  local id
+  if subject.home then
+    id = redis.call('XADD', EVENT_LOG, '*', subject.home_kind, subject.home_id)
+    local own = {type = etype, ts = ts, data = event.data}
+    if event.worker ~= cjson.null then own.worker = event.worker end
+    local field = (etype == EV.JOB_PROGRESS and PROGRESS_FIELD or EVENT_FIELD) .. id
+    redis.call('HSET', subject.home, field, cjson.encode(own))
+  else
+    id = redis.call('XADD', EVENT_LOG, '*', 'event', cjson.encode(event))
   end
+  redis.call('HINCRBY', METRICS_EVENTS, etype, 1)
   event.id = id
   redis.call('PUBLISH', EVENT_CHANNEL, cjson.encode(event))
   queue_webhook(subject, event)
@@ -78,27 +83,25 @@ local function emit(etype, ts, subject, data)
 end
 
 -- A step's webhook fields are its workflow's (its webhook is the workflow's), so
--- its deliveries expire with the workflow.
+-- its deliveries expire with the workflow. A job that is gone keeps nothing: its
+-- event is kept whole in the global log.
 local function emit_job(etype, job, ts, data)
   local f = redis.call('HMGET', job, 'id', 'tenant', 'workflow_id', 'step_index',
-    'correlation_id', 'worker_id', 'events_key', 'workflow_events_key', 'workflow_key',
-    'webhooks_key', 'webhook_events', 'webhook_url')
-  local streams = {}
-  if f[7] then streams = {f[7], job} end
-  if f[8] then streams[#streams + 1] = f[8]; streams[#streams + 1] = f[9] end
+    'correlation_id', 'worker_id', 'workflow_key', 'webhooks_key', 'webhook_events',
+    'webhook_url')
   return emit(etype, ts, {job_id = f[1], tenant = f[2], workflow_id = f[3],
-    step_index = f[4], correlation_id = f[5], worker = f[6], streams = streams,
-    webhooks = f[10], webhook_events = f[11], webhook_url = f[12],
-    record = f[9] or job, kind = f[9] and 'workflow' or 'job'}, data)
+    step_index = f[4], correlation_id = f[5], worker = f[6],
+    home = f[1] and job, home_kind = 'job', home_id = f[1],
+    webhooks = f[8], webhook_events = f[9], webhook_url = f[10],
+    record = f[7] or job, kind = f[7] and 'workflow' or 'job'}, data)
 end
 
 local function emit_workflow(etype, wf, ts, data)
-  local f = redis.call('HMGET', wf, 'id', 'tenant', 'correlation_id', 'events_key',
-    'webhooks_key', 'webhook_events', 'webhook_url')
-  local streams = {}
-  if f[4] then streams = {f[4], wf} end
+  local f = redis.call('HMGET', wf, 'id', 'tenant', 'correlation_id', 'webhooks_key',
+    'webhook_events', 'webhook_url')
   return emit(etype, ts, {workflow_id = f[1], tenant = f[2], correlation_id = f[3],
-    streams = streams, webhooks = f[5], webhook_events = f[6], webhook_url = f[7],
+    home = f[1] and wf, home_kind = 'workflow', home_id = f[1],
+    webhooks = f[4], webhook_events = f[5], webhook_url = f[6],
     record = wf, kind = 'workflow'}, data)
 end
 
@@ -139,7 +142,7 @@ end
 local function track_route(job_key, id, old, new_status, ms)
   local route = redis.call('HGET', job_key, 'route')
   if not route then return end
-  local pending = redis.call('HGET', job_key, 'route_pending_key')
+  local pending = route_pending_key(route)
   if old == 'pending' then
     if new_status == 'running' then
       local since = redis.call('ZSCORE', pending, id)
@@ -197,10 +200,17 @@ local function count_status(key, old, new_status, ms)
   end
 end
 
+-- A record's status indexes: its tenant's and every tenant's (a job has a type, a
+-- workflow has not).
+local function status_index_prefixes(tenant, job_type)
+  local prefix = job_type and status_index_prefix or workflow_status_index_prefix
+  return {prefix(tenant), prefix(ALL_TENANTS)}
+end
+
 local function set_status(job_key, new_status)
-  local f = redis.call('HMGET', job_key, 'status', 'id', 'seq', 'status_index_prefixes')
-  local old, id, score, prefixes = f[1], f[2], f[3], f[4]
-  for prefix in string.gmatch(prefixes, '[^|]+') do
+  local f = redis.call('HMGET', job_key, 'status', 'id', 'seq', 'tenant', 'type')
+  local old, id, score = f[1], f[2], f[3]
+  for _, prefix in ipairs(status_index_prefixes(f[4], f[5])) do
     if old then redis.call('ZREM', prefix .. old, id) end
     redis.call('ZADD', prefix .. new_status, score, id)
   end
@@ -241,10 +251,31 @@ local function error_json(code, message, ts)
   return cjson.encode({code = code, message = message, timestamp = ts})
 end
 
+-- A finished job keeps its last progress event: the others told how it went while it ran.
+local function thin_progress(key)
+  local last, others = nil, {}
+  for _, name in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(name, 1, #PROGRESS_FIELD) == PROGRESS_FIELD then
+      local ms, seq = string.match(name, '(%d+)-(%d+)$')
+      local at = {tonumber(ms), tonumber(seq), name}
+      if not last or at[1] > last[1] or (at[1] == last[1] and at[2] > last[2]) then
+        if last then others[#others + 1] = last[3] end
+        last = at
+      else
+        others[#others + 1] = name
+      end
+    end
+  end
+  if #others > 0 then redis.call('HDEL', key, unpack(others)) end
+end
+
 local function finish(job_key, status, ts, retention)
   set_status(job_key, status)
+  thin_progress(job_key)
   redis.call('HSET', job_key, 'completed_at', ts, 'updated_at', ts)
-  redis.call('HDEL', job_key, 'envelope')
+  -- What only a job on its way needs: its recovery message, its lease's hard deadline,
+  -- when its run began (observed just now) and its route's spec (for when it is pending).
+  redis.call('HDEL', job_key, 'envelope', 'deadline_ms', 'started_ms', 'route_spec')
   if tonumber(retention) > 0 then redis.call('EXPIRE', job_key, retention) end
 end
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import redis
 
 from tasks import keys
-from tasks.events import EventLog, EventType
+from tasks.events import EVERYTHING, EventLog, EventType, Feed, job_feed, workflow_feed
 from tasks.lifecycle import Lifecycle
 from tasks.machines import MachineStore
 from tasks.node import NodeProfile
@@ -19,15 +20,15 @@ from tests.tasks.conftest import new_job
 FAR = 2**62
 
 
-def history(client: redis.Redis, stream: str = keys.EVENT_LOG) -> list[dict[str, Any]]:
-    return EventLog(client).read(stream)
+def history(client: redis.Redis, feed: Feed = EVERYTHING) -> list[dict[str, Any]]:
+    return EventLog(client).read(feed)
 
 
-def types(client: redis.Redis, stream: str = keys.EVENT_LOG) -> list[str]:
-    return [e["type"] for e in history(client, stream)]
+def types(client: redis.Redis, feed: Feed = EVERYTHING) -> list[str]:
+    return [e["type"] for e in history(client, feed)]
 
 
-def test_a_jobs_life_is_told_in_its_stream_and_the_global_log(
+def test_a_jobs_life_is_told_in_its_history_and_the_global_log(
         store: JobStore, lifecycle: Lifecycle, client: redis.Redis) -> None:
     store.create("j1", new_job("t1"), outbox_due_ms=None)
     lifecycle.claim("j1", "tok", "w1", "m1", FAR)
@@ -35,8 +36,8 @@ def test_a_jobs_life_is_told_in_its_stream_and_the_global_log(
     lifecycle.complete("j1", "tok", {"value": 1})
     expected = [EventType.JOB_QUEUED, EventType.JOB_STARTED, EventType.JOB_PROGRESS,
                 EventType.JOB_COMPLETED]
-    assert types(client, keys.job_events("j1")) == expected
-    assert history(client, keys.job_events("j1")) == history(client)
+    assert types(client, job_feed("j1")) == expected
+    assert history(client, job_feed("j1")) == history(client)
     started, progress, completed = history(client)[1:]
     assert started["worker"] == "w1" and started["data"] == {"attempt": 1, "machine_id": "m1"}
     assert progress["data"] == {"progress": 40}
@@ -44,13 +45,51 @@ def test_a_jobs_life_is_told_in_its_stream_and_the_global_log(
     assert completed["correlation_id"] == "c" and completed["workflow_id"] is None
 
 
-def test_the_stream_expires_with_the_finished_job(
+def test_a_jobs_events_are_kept_once_in_its_record_and_go_with_it(
         store: JobStore, lifecycle: Lifecycle, client: redis.Redis) -> None:
     store.create("j1", new_job(), outbox_due_ms=None)
-    assert client.ttl(keys.job_events("j1")) == -1
     store.cancel("j1", keys.ALL_TENANTS, "no longer needed")
-    assert 0 < client.ttl(keys.job_events("j1")) <= client.ttl(keys.job("j1"))
+    assert client.ttl(keys.job("j1")) > 0
     assert history(client)[-1]["data"]["error"]["code"] == "JOB_CANCELLED"
+    # The global log refers to the record; the record holds the one copy.
+    entries = client.xrange(keys.EVENT_LOG)
+    assert [fields for _, fields in entries] == [{"job": "j1"}] * 2
+    assert [k for k in client.scan_iter(match="*:job:*")] == [keys.job("j1")]
+    client.delete(keys.job("j1"))  # as when the record expires
+    assert history(client) == [] and history(client, job_feed("j1")) == []
+
+
+def test_a_finished_job_keeps_its_last_progress_event(
+        store: JobStore, lifecycle: Lifecycle, client: redis.Redis) -> None:
+    store.create("j1", new_job(), outbox_due_ms=None)
+    lifecycle.claim("j1", "tok", "w1", "m1", FAR)
+    for progress in (10, 20, 30):
+        lifecycle.heartbeat("j1", "tok", progress=progress)
+    while_running = history(client, job_feed("j1"))
+    assert [e["data"].get("progress") for e in while_running[2:]] == [10, 20, 30]
+    lifecycle.complete("j1", "tok", {"value": 1})
+    kept = [EventType.JOB_QUEUED, EventType.JOB_STARTED, EventType.JOB_PROGRESS,
+            EventType.JOB_COMPLETED]
+    assert types(client, job_feed("j1")) == kept == types(client)
+    assert history(client, job_feed("j1"))[2] == while_running[-1]
+    # A page of the global log fills from further on past the events thinned away.
+    first = EventLog(client).read(EVERYTHING, limit=3)
+    assert [e["type"] for e in first] == kept[:3]
+    rest = EventLog(client).read(EVERYTHING, since=first[-1]["id"], limit=3)
+    assert [e["type"] for e in rest] == kept[3:]
+    assert EventLog(client).count_after(job_feed("j1"), "0", 10) == 4
+
+
+def test_a_workflows_history_holds_its_steps_events_in_order(
+        store: JobStore, client: redis.Redis) -> None:
+    for n in range(3):
+        store.create(f"s{n}", replace(new_job(), workflow_id="wf", extra={"step_index": n}),
+                     outbox_due_ms=None)
+    client.hset(keys.workflow("wf"), mapping={"id": "wf", "tenant": "t", "job_ids":
+                                              json.dumps(["s0", "s1", "s2"])})
+    steps = history(client, workflow_feed("wf"))
+    assert [(e["job_id"], e["step_index"]) for e in steps] == [("s0", 0), ("s1", 1), ("s2", 2)]
+    assert EventLog(client).last_id(workflow_feed("wf")) == steps[-1]["id"]
 
 
 def test_a_refused_transition_writes_no_event(
@@ -129,8 +168,8 @@ def test_trim_drops_what_is_older_than_the_retention(
     for n in range(300):
         store.create(f"j{n}", new_job(), outbox_due_ms=None)
     log = EventLog(client)
-    newest = int(log.ids(keys.EVENT_LOG)[-1].split("-")[0])
+    newest = int(log.last_id(EVERYTHING).split("-")[0])
     assert log.trim(retention_seconds=3600, now_ms=newest) == 0
     log.trim(retention_seconds=1, now_ms=newest + 60_000)
     assert client.xlen(keys.EVENT_LOG) < 300
-    assert client.xlen(keys.job_events("j0")) == 1, "a job's own history follows the job"
+    assert len(history(client, job_feed("j0"))) == 1, "a job's own history follows the job"

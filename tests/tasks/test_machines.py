@@ -7,9 +7,8 @@ from typing import Any
 
 import redis
 
-from tasks import keys
 from tasks.catalog import Catalog, CatalogModel
-from tasks.events import EventLog, EventType
+from tasks.events import EVERYTHING, EventLog, EventType
 from tasks.fleet import Gpu, Route
 from tasks.lifecycle import Lifecycle
 from tasks.machines import MachineStore
@@ -34,7 +33,7 @@ def cpu_node(machine_id: str = "c1") -> NodeProfile:
 
 
 def events(client: redis.Redis) -> list[dict[str, Any]]:
-    return EventLog(client).read(keys.EVENT_LOG)
+    return EventLog(client).read(EVERYTHING)
 
 
 def machine_events(client: redis.Redis) -> list[tuple[str, str, str]]:

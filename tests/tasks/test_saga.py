@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tasks import keys
-from tasks.events import EventLog
+from tasks.events import EventLog, workflow_feed
 from tasks.lifecycle import Lease, LeasePolicy, Lifecycle, Outcome
 from tasks.saga import SagaPolicy, SagaStore, compensation_order
 from tasks.store import JobStore
@@ -93,7 +93,7 @@ def status(client: redis.Redis, key: str) -> Any:
 
 
 def event_types(client: redis.Redis) -> list[str]:
-    return [e["type"] for e in EventLog(client).read(keys.workflow_events("wf"))]
+    return [e["type"] for e in EventLog(client).read(workflow_feed("wf"))]
 
 
 def test_parallel_failures_queue_one_compensation_once_nothing_runs(

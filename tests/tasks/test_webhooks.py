@@ -9,7 +9,7 @@ import time
 import redis
 
 from tasks import keys
-from tasks.events import EventLog
+from tasks.events import EventLog, job_feed
 from tasks.store import JobStore
 from tasks.webhooks import (
     JOB_EVENTS,
@@ -40,7 +40,7 @@ def test_an_event_the_filter_takes_is_queued_with_it(client: redis.Redis,
     hooks = hooked_job(store, "j1", ("queued",))
     hooked_job(store, "j2", ("completed",))
 
-    [queued] = EventLog(client).read(keys.job_events("j1"))
+    [queued] = EventLog(client).read(job_feed("j1"))
     [delivery] = WebhookStore(client, 60).deliveries(hooks)
     assert (delivery["id"], delivery["type"]) == (f"msg_{queued['id']}", "job.queued")
     assert delivery["status"] == "pending" and delivery["attempts"] == []
@@ -89,7 +89,7 @@ def test_a_subject_sends_one_delivery_at_a_time_in_event_order(client: redis.Red
     assert (first["type"], first["status"], second["type"]) == (
         "job.queued", "failed", "job.unschedulable")
     assert after.id == second["id"]
-    events = [e["type"] for e in EventLog(client).read(keys.job_events("j1"))]
+    events = [e["type"] for e in EventLog(client).read(job_feed("j1"))]
     assert events[-1] == "webhook.failed"
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from app.embedded_redis import RedisServer
-from tasks import keys
+from tasks.events import workflow_feed
 from tests.support import WORKFLOW_DONE, wait_for
 from tests.workers.conftest import Stack, shared_stack
 
@@ -50,7 +50,7 @@ def settled(stack: Stack, workflow_id: str, timeout: float = 60) -> dict[str, An
 
 
 def events(stack: Stack, workflow_id: str) -> list[dict[str, Any]]:
-    return list(stack.services.events.read_all(keys.workflow_events(workflow_id)))
+    return list(stack.services.events.read_all(workflow_feed(workflow_id)))
 
 
 def run_to_end(stack: Stack, steps: list[dict[str, Any]],

@@ -20,6 +20,7 @@ from kombu import Connection
 
 from app.embedded_redis import RedisServer
 from tasks import keys
+from tasks.events import Feed, job_feed
 from tests.support import fresh_database, wait_for
 from tests.workers.conftest import Stack, StackFactory
 from tests.workers.pause_points import armed, paused
@@ -54,8 +55,8 @@ def stop_at(stack: Stack, point: str) -> redis.Redis:
     return client
 
 
-def event_types(stack: Stack, stream: str) -> Counter[str]:
-    return Counter(e["type"] for e in stack.services.events.read(stream))
+def event_types(stack: Stack, feed: Feed) -> Counter[str]:
+    return Counter(e["type"] for e in stack.services.events.read(feed))
 
 
 def test_a_reserved_message_comes_back_when_its_worker_dies(broker_stack: Stack) -> None:
@@ -81,7 +82,7 @@ def test_a_reserved_message_comes_back_when_its_worker_dies(broker_stack: Stack)
                    30, interval=0.1, message="the job to complete after the kill")
     assert time.monotonic() - killed_at < 30
     assert (job["attempts"], job["lost"]) == (1, 0)
-    types = event_types(broker_stack, keys.job_events(job_id))
+    types = event_types(broker_stack, job_feed(job_id))
     assert (types["job.started"], types["job.completed"]) == (1, 1)
 
 
@@ -115,5 +116,5 @@ def test_a_step_whose_continuation_was_not_sent_goes_on(broker_stack: Stack) -> 
     for step in (head, tail):
         job = broker_stack.job(step.id)
         assert (job["status"], job["attempts"]) == ("completed", 1)
-        types = event_types(broker_stack, keys.job_events(step.id))
+        types = event_types(broker_stack, job_feed(step.id))
         assert (types["job.started"], types["job.completed"]) == (1, 1)

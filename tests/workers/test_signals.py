@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from tasks import keys
-from tasks.events import EventType
+from tasks.events import EVERYTHING, EventType, Feed, job_feed
 from tests.support import wait_for
 from tests.tasks.conftest import new_job
 from tests.workers.conftest import Stack
@@ -15,8 +14,8 @@ from tests.workers.conftest import Stack
 pytestmark = pytest.mark.slow
 
 
-def events(stack: Stack, stream: str = keys.EVENT_LOG) -> list[dict[str, Any]]:
-    return stack.services.events.read(stream)
+def events(stack: Stack, feed: Feed = EVERYTHING) -> list[dict[str, Any]]:
+    return stack.services.events.read(feed)
 
 
 def worker_events(stack: Stack, hostname: str) -> list[tuple[str, Any]]:
@@ -50,7 +49,7 @@ def test_a_job_revoked_in_celery_is_cancelled_not_left_pending(stack: Stack) -> 
     # Then Celery drops the message, and the job ends cancelled with its event
     job = wait_for(lambda: (j := stack.job(queued))["status"] != "pending" and j, 20)
     assert job["status"] == "cancelled"
-    last = events(stack, keys.job_events(queued))[-1]
+    last = events(stack, job_feed(queued))[-1]
     assert last["type"] == EventType.JOB_CANCELLED
     assert last["data"]["error"]["code"] == "JOB_REVOKED"
 
@@ -66,7 +65,7 @@ def test_a_message_for_an_unknown_task_fails_its_job(stack: Stack) -> None:
     # Then the job fails with the reason instead of staying pending for ever
     job = wait_for(lambda: (j := stack.job("job-1"))["status"] != "pending" and j, 20)
     assert job["status"] == "failed"
-    last = events(stack, keys.job_events("job-1"))[-1]
+    last = events(stack, job_feed("job-1"))[-1]
     assert last["type"] == EventType.JOB_FAILED
     assert last["data"]["error"]["code"] == "UNKNOWN_TASK"
 

@@ -9,6 +9,7 @@ import pytest
 
 from app.embedded_redis import RedisServer
 from tasks import keys
+from tasks.events import job_feed
 from tests.support import WebhookReceiver, wait_for
 from tests.workers.conftest import StackFactory
 
@@ -57,7 +58,7 @@ def test_every_event_is_delivered_across_a_sigkill_and_a_redis_restart(
                  and len(receiver.ok) >= 2 * JOBS, 60, interval=0.2,
                  message="every delivery to be delivered")
         for job_id in job_ids:
-            events = stack.services.events.read(keys.job_events(job_id))
+            events = stack.services.events.read(job_feed(job_id))
             expected = [f"msg_{e['id']}" for e in events
                         if e["type"] in ("job.started", "job.completed")]
             arrived = list(dict.fromkeys(d["id"] for d in receiver.ok
