@@ -18,7 +18,6 @@ from pathlib import Path
 
 import redis
 
-
 # What Chordline asks of its Redis beyond the defaults (README: sizing), here and in
 # docker/compose.yaml. A job's record holds its events (tasks/events.py), so some of
 # its values pass Redis's default of 64 bytes for a compact (listpack) hash; a hash of
