@@ -30,6 +30,10 @@ def index_all(scope: str) -> str:
 
 INDEX_PATTERN = f"{PREFIX}:idx:*"
 PRUNE_LOCK = f"{PREFIX}:prune-lock"
+# Every tenant and job type that ever had a record: what names the indexes that the
+# retention sweep visits (tasks/retention.py).
+INDEX_TENANTS = f"{PREFIX}:indexed:tenants"
+INDEX_TYPES = f"{PREFIX}:indexed:types"
 
 
 def status_index_prefix(scope: str) -> str:
@@ -205,7 +209,8 @@ def lua_functions() -> str:
     derived = {"status_index_prefix": status_index_prefix,
                "workflow_status_index_prefix": workflow_status_index_prefix,
                "route_pending_key": route_pending}
-    lines = [f"local ALL_TENANTS = '{ALL_TENANTS}'"]
+    lines = [f"local ALL_TENANTS = '{ALL_TENANTS}'", f"local INDEX_TENANTS = '{INDEX_TENANTS}'",
+             f"local INDEX_TYPES = '{INDEX_TYPES}'"]
     for name, spell in derived.items():
         head, _, tail = spell("\0").partition("\0")
         lines.append(f"local function {name}(part) return '{head}' .. part .. '{tail}' end")

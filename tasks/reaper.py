@@ -28,6 +28,7 @@ from tasks.events import EventLog
 from tasks.lifecycle import Lifecycle
 from tasks.machines import MachineStore
 from tasks.reservations import Reservations
+from tasks.retention import IndexSweep
 from tasks.routes import RouteStore
 from tasks.statuses import JobStatus
 from tasks.store import JobStore
@@ -120,8 +121,5 @@ class Reaper:
         """Hourly, on one worker: drop index entries older than the job retention."""
         if not self.client.set(keys.PRUNE_LOCK, "1", nx=True, ex=PRUNE_EVERY):
             return
-        cutoff = (now_ms() - self.retention * 1000) * 1000
-        for pattern in (keys.INDEX_PATTERN, keys.WORKFLOW_INDEX_PATTERN):
-            for index in self.client.scan_iter(match=pattern, count=500):
-                self.client.zremrangebyscore(index, "-inf", cutoff)
+        IndexSweep(self.client).run(now_ms() - self.retention * 1000)
         self.routes.forget_idle(now_ms() - ROUTE_IDLE * 1000)

@@ -26,6 +26,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from app.client import ChordlineClient
 from tasks import keys, signature, statuses
+from tasks.events import EventLog
 from tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,41 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
 def epoch(ts: str) -> float:
     """An API timestamp (ISO 8601, UTC) in seconds since the epoch."""
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+class EventTap:
+    """Every event published on the live channel while it listens."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(EventLog(client).channel)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            message = self._pubsub.get_message(timeout=0.2)
+            if message:
+                self.events.append(json.loads(message["data"]))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._pubsub.close()
+
+
+FINISHED_EVENTS = {"job.completed", "job.failed", "job.cancelled", "job.skipped"}
+
+
+def kept(live: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """What the history keeps of events seen live (tasks/events.py): everything, but
+    of a job that has finished, only its last progress event."""
+    finished = {e["job_id"] for e in live if e["type"] in FINISHED_EVENTS}
+    last = {e["job_id"]: e["id"] for e in live if e["type"] == "job.progress"}
+    return [e for e in live if e["type"] != "job.progress" or e["job_id"] not in finished
+            or last[e["job_id"]] == e["id"]]
 
 
 def overrides_from_env(env: Mapping[str, str]) -> dict[str, Any]:

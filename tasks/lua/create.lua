@@ -23,6 +23,10 @@ local score = tonumber(ARGV[4]) * 1000 + (seq % 1000)
 hset_json(KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'seq', score)
 set_status(KEYS[1], ARGV[3])
+-- What names the indexes the retention sweep visits (tasks/retention.py).
+local owner = redis.call('HMGET', KEYS[1], 'tenant', 'type')
+redis.call('SADD', INDEX_TENANTS, owner[1])
+if owner[2] then redis.call('SADD', INDEX_TYPES, owner[2]) end
 for i = 9, #KEYS do
   redis.call('ZADD', KEYS[i], score, ARGV[1])
 end

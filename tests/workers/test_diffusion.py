@@ -22,6 +22,7 @@ from tasks.events import EventType
 from tests import tiny_models
 from tests.support import (
     Api,
+    EventTap,
     LiveServer,
     NodeProcess,
     fresh_database,
@@ -100,7 +101,11 @@ def text_to_image(prompt: str = "a red fox in snow", **parameters: Any) -> dict[
 def test_text_to_image_runs_the_catalogs_default_model_with_a_report_per_step(
         studio: Studio) -> None:
     api = studio.api
-    job = api.wait(api.submit_ok(text_to_image()), timeout=90)
+    tap = EventTap(studio.redis)
+    try:
+        job = api.wait(api.submit_ok(text_to_image()), timeout=90)
+    finally:
+        tap.close()
     assert job["status"] == "completed", job
     result = job["result"]
     assert (result["backend"], result["model"], result["seed"], result["steps"]) == (
@@ -109,9 +114,12 @@ def test_text_to_image_runs_the_catalogs_default_model_with_a_report_per_step(
     assert set(result["timings"]) == {"queue_wait_ms", "model_load_ms", "inference_ms"}
     assert studio.image(job).size == (96, 64)
     assert job["machine_id"] == "studio" and job["requirements"]["model"] == "tiny-sd"
-    progress = [e["data"]["progress"] for e in studio.events(job["id"])
-                if e["type"] == EventType.JOB_PROGRESS]
+    progress = [e["data"]["progress"] for e in tap.events
+                if e["type"] == EventType.JOB_PROGRESS and e["job_id"] == job["id"]]
     assert progress == [int(100 * (step + 1) / 6) for step in range(6)]
+    # Once it is finished, its history keeps the last of them.
+    assert [e["data"]["progress"] for e in studio.events(job["id"])
+            if e["type"] == EventType.JOB_PROGRESS] == [100]
 
 
 def test_the_same_seed_gives_the_same_image_and_the_model_stays_warm(studio: Studio) -> None:
