@@ -2,7 +2,10 @@
 
 Files live under a local folder (shared storage such as a mounted volume when
 the API and the workers run on different machines); the metadata that decides
-who may read a file lives in Redis beside the jobs.
+who may read a file lives in Redis beside the jobs. A file goes into the folder of
+the hour its record expires in (`<hour since the epoch>/<id>.png`), so the sweep
+deletes whole folders once their hour is over: it visits what expired, never the
+files still kept.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterable
@@ -32,9 +36,12 @@ ARTIFACT_ID = re.compile(r"^[0-9a-f]{32}\Z")
 # The formats the API promises; Pillow's other decoders (many, some rarely audited)
 # never see a tenant's bytes.
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")
-# The sweep (ArtifactStore.sweep): its marker file, and how old an unrecorded file
-# must be before it counts as orphaned.
+# The sweep (ArtifactStore.sweep): its marker file; how long after its hour ends a
+# folder is deleted (clocks of machines sharing it may differ a little from Redis');
+# and, for files written before folders were named by the hour (two hex digits of the
+# id), how old an unrecorded one must be before it counts as orphaned.
 SWEEP_MARKER = ".last-sweep"
+SWEEP_SKEW_MS = 300_000
 SWEEP_GRACE_SECONDS = 3600
 URL_PREFIX = "/api/artifacts/"
 
@@ -90,13 +97,13 @@ class ArtifactStore:
                    max_storage: int = 0) -> Artifact:
         """Write `image` as PNG (atomically), count it to its tenant's storage (refused
         past `max_storage`, when set) and record who owns it."""
-        artifact_id = uuid.uuid4().hex
-        relative = f"{artifact_id[:2]}/{artifact_id}.png"
+        artifact_id, hour = uuid.uuid4().hex, expiry_hour(self._retention)
+        relative = f"{hour}/{artifact_id}.png"
         target = self._root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(".part")
         image.save(partial, format="PNG")
-        size, hour = partial.stat().st_size, expiry_hour(self._retention)
+        size = partial.stat().st_size
         try:
             self._count(tenant, size, hour, max_storage)
         except QuotaExceeded:
@@ -172,15 +179,32 @@ class ArtifactStore:
             raise storage_exceeded(most, int(stored), int(frees_in[0]))
 
     def sweep(self, every: float, grace: float = SWEEP_GRACE_SECONDS) -> int:
-        """Delete the files whose records are gone (expired with the job retention, or
-        an upload's), and writes that crashed halfway; returns how many went.
+        """Delete the files whose records have expired (with the job retention, or an
+        upload's), and writes that crashed halfway; returns how many went.
 
         At most once per `every` seconds per directory: a marker file in it says when
         the last sweep began, so machines that share the directory take turns (and two
-        that race are harmless: a delete of a deleted file is nothing). A file younger
-        than `grace` is left alone: its record may be a moment behind it."""
+        that race are harmless: a delete of a deleted file is nothing)."""
         if not self._claim_sweep(every):
             return 0
+        return self._sweep_hours() + self._sweep_unhoured(grace)
+
+    def _sweep_hours(self) -> int:
+        """The folders of hours that are over, whole: every record in them has expired."""
+        removed = 0
+        for folder in self._root.iterdir():
+            if folder.name.isdigit() and folder.is_dir() and \
+                    (int(folder.name) + 1) * 3_600_000 + SWEEP_SKEW_MS < now_ms():
+                removed += sum(1 for p in folder.iterdir() if p.suffix in (".png", ".part"))
+                shutil.rmtree(folder, ignore_errors=True)
+        if removed:
+            log.info("artifact sweep: removed %d files of expired records", removed)
+        return removed
+
+    def _sweep_unhoured(self, grace: float) -> int:
+        """Files written before folders were named by the hour: each is deleted once its
+        record is gone. A file younger than `grace` is left alone: its record may be a
+        moment behind it."""
         cutoff = time.time() - grace
         old = [p for p in self._root.glob("??/*") if p.suffix in (".png", ".part")
                and _mtime(p) < cutoff]

@@ -10,7 +10,8 @@ import redis
 from PIL import Image
 
 from tasks import keys
-from tasks.artifacts import SWEEP_MARKER, ArtifactStore
+from tasks.artifacts import SWEEP_MARKER, ArtifactStore, expiry_hour
+from tasks.clock import now_ms
 from tasks.handlers.base import CompensationContext
 from tasks.handlers.preview import PreviewTextToImage as TextToImage
 
@@ -38,27 +39,56 @@ def _age(path: Path, seconds: float) -> None:
     os.utime(path, (then, then))
 
 
-def test_the_sweep_deletes_only_files_whose_records_are_gone(client: redis.Redis,
-                                                             tmp_path: Path) -> None:
+def test_a_file_lies_in_the_folder_of_the_hour_its_record_expires_in(
+        client: redis.Redis, tmp_path: Path) -> None:
+    store = ArtifactStore(client, str(tmp_path), retention=7200, max_side=512)
+    saved = store.save_image(Image.new("RGB", (8, 8)), "t1")
+    hour = int(saved.path.split("/")[0])
+    assert hour == expiry_hour(7200)
+    assert hour * 3600 <= time.time() + client.ttl(keys.artifact(saved.id)) < (hour + 1) * 3600
+
+
+def test_the_sweep_deletes_the_folders_of_hours_that_are_over(
+        client: redis.Redis, tmp_path: Path) -> None:
     store = ArtifactStore(client, str(tmp_path), retention=60, max_side=512)
     kept = store.save_image(Image.new("RGB", (8, 8)), "t1")
-    expired = store.save_image(Image.new("RGB", (8, 8)), "t1")
-    fresh_orphan = store.save_image(Image.new("RGB", (8, 8)), "t1")
-    for gone in (expired, fresh_orphan):
-        client.delete(keys.artifact(gone.id))  # as if the record had expired
+    # A folder of an hour long over: its records expired, and a write that crashed there
+    over = tmp_path / str(now_ms() // 3_600_000 - 2)
+    over.mkdir()
+    for name in ("a" * 32 + ".png", "b" * 32 + ".png", "c" * 32 + ".part"):
+        (over / name).write_bytes(b"png")
+    # and, in the hour still running, a file whose record is gone early: the sweep does
+    # not look into folders still kept (it visits what expired, not every file)
+    orphan = store.save_image(Image.new("RGB", (8, 8)), "t1")
+    client.delete(keys.artifact(orphan.id))
+    assert store.sweep(every=600) == 3
+    assert not over.exists()
+    assert store.path(kept).exists() and store.path(orphan).exists()
+
+
+def test_the_sweep_deletes_unrecorded_files_of_the_older_layout(
+        client: redis.Redis, tmp_path: Path) -> None:
+    """Files written before folders were named by the hour (`<2 hex digits>/<id>.png`)."""
+    store = ArtifactStore(client, str(tmp_path), retention=60, max_side=512)
+    recorded, expired, fresh_orphan = (f"{c * 32}" for c in "abc")
+    for artifact_id in (recorded, expired, fresh_orphan):
+        path = tmp_path / artifact_id[:2] / f"{artifact_id}.png"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"png")
+        _age(path, 7200 if artifact_id != fresh_orphan else 0)
+    client.hset(keys.artifact(recorded), "tenant", "t1")
     crashed = tmp_path / "ab" / "crashed.part"
     crashed.parent.mkdir(exist_ok=True)
     crashed.write_bytes(b"half a png")
-    for path in (store.path(kept), store.path(expired), crashed):
-        _age(path, 7200)
+    _age(crashed, 7200)
     # One pass removes the old orphan and the crashed write, and nothing younger
     assert store.sweep(every=600, grace=3600) == 2
-    assert store.path(kept).exists() and store.path(fresh_orphan).exists()
-    assert not store.path(expired).exists() and not crashed.exists()
+    assert (tmp_path / "aa" / f"{recorded}.png").exists()
+    assert (tmp_path / "cc" / f"{fresh_orphan}.png").exists()
+    assert not (tmp_path / "bb" / f"{expired}.png").exists() and not crashed.exists()
     # Another machine sharing the directory waits its turn
-    _age(store.path(fresh_orphan), 7200)
+    _age(tmp_path / "cc" / f"{fresh_orphan}.png", 7200)
     assert ArtifactStore(client, str(tmp_path), 60, 512).sweep(every=600, grace=3600) == 0
-    assert store.path(fresh_orphan).exists()
     _age(tmp_path / SWEEP_MARKER, 601)
     assert store.sweep(every=600, grace=3600) == 1
 
