@@ -242,15 +242,27 @@ class EventLog:
         kind, ident = feed
         record = cast(dict[str, str], self._redis.hgetall(
             keys.job(ident) if kind == "job" else keys.workflow(ident)))
-        found = record_events(kind, record)
+        found = record_events(kind, record) + self._written_before(record)
         if kind == "workflow" and record.get("job_ids"):
             pipe = self._redis.pipeline(transaction=False)
             for step_id in json.loads(record["job_ids"]):
                 pipe.hgetall(keys.job(step_id))
             for step in pipe.execute():
                 found += record_events("job", step)
-        found.sort(key=lambda pair: pair[0])
-        return found
+        # By id, once: an event of a record written before the upgrade (below) is in the
+        # workflow's stream and in its step's.
+        return sorted({key: event for key, event in found}.items())
+
+    def _written_before(self, record: dict[str, str]) -> Keyed:
+        """The events of a record created before events were kept in it: they are in a
+        stream of its own that its `events_key` names (copies, the steps' among them for
+        a workflow), which expires with it. Its later events are in the record."""
+        stream = record.get("events_key")
+        if not stream:
+            return []
+        entries = cast(list[tuple[str, dict[str, str]]], self._redis.xrange(stream))
+        return [(parse_id(entry_id), ordered({**json.loads(fields[WHOLE]), "id": entry_id}))
+                for entry_id, fields in entries if WHOLE in fields]
 
     def _read_log(self, since: str, limit: int) -> list[dict[str, Any]]:
         """A page of the global log; references to events thinned away since (progress)

@@ -173,3 +173,22 @@ def test_trim_drops_what_is_older_than_the_retention(
     log.trim(retention_seconds=1, now_ms=newest + 60_000)
     assert client.xlen(keys.EVENT_LOG) < 300
     assert len(history(client, job_feed("j0"))) == 1, "a job's own history follows the job"
+
+
+def test_a_record_from_before_the_upgrade_keeps_its_history(
+        store: JobStore, lifecycle: Lifecycle, client: redis.Redis) -> None:
+    """A record created when events were copied to a stream of its own (`events_key`)
+    and into the global log whole: its old events and its new ones, in order."""
+    old = {"type": "job.queued", "ts": "2026-11-30T10:00:00.000Z", "tenant": "t1",
+           "job_id": "j1", "workflow_id": None, "step_index": None, "correlation_id": "c",
+           "worker": None, "data": {"type": "echo"}}
+    event_id = client.xadd(keys.EVENT_LOG, {"event": json.dumps(old)})
+    client.xadd(keys.job("j1") + ":events", {"event": json.dumps(old)}, id=event_id)
+    client.hset(keys.job("j1"), mapping={
+        "id": "j1", "tenant": "t1", "type": "echo", "status": "pending", "seq": 1,
+        "correlation_id": "c", "timeout": 60, "events_key": keys.job("j1") + ":events"})
+    assert lifecycle.claim("j1", "tok", "w1", "m1", FAR).outcome == "claimed"
+    told = history(client, job_feed("j1"))
+    assert [e["type"] for e in told] == [EventType.JOB_QUEUED, EventType.JOB_STARTED]
+    assert told[0] == {"id": event_id, **old}
+    assert history(client) == told
