@@ -20,9 +20,9 @@ import redis
 
 # What Chordline asks of its Redis beyond the defaults (README: sizing), here and in
 # docker/compose.yaml. A job's record holds its events (tasks/events.py), so some of
-# its values pass Redis's default of 64 bytes for a compact (listpack) hash; a hash of
-# a few KB then costs about twice as much as a hashtable. 8 KB covers a record's
-# largest value (a step's recovery message), and a listpack that size stays fast.
+# its values pass Redis's default of 64 bytes for a compact (listpack) hash, and as a
+# hashtable a record of a few KB costs half as much again (README: sizing). 8 KB covers
+# a record's largest value (a step's recovery message); a listpack that size stays fast.
 TUNING = {"hash-max-listpack-value": "8192"}
 
 

@@ -12,9 +12,10 @@ Redis's `used_memory` grew by, per finished job:
 4. bare Celery (benchmarks/raw_results.py, database 1): a task whose result the Redis
    backend stores, `--jobs` of them.
 
-Beside each figure, `MEMORY USAGE` of every key, summed by what the key is (the job
-hashes, their event streams, the global event log, the indexes, ...), says where the
-bytes go (used_memory moves by tens of KB on its own: small counts give noise, the
+Redis runs as `make run` starts it (app/embedded_redis.py `TUNING`); `--untuned` measures
+Redis's defaults instead. Beside each figure, `MEMORY USAGE` of every key, summed by what
+the key is (the job hashes, which hold their events, the global event log of references,
+the indexes, the image records, ...), says where the bytes go (used_memory moves by tens of KB on its own: small counts give noise, the
 MEMORY USAGE sums do not). Last, the growth: `used_memory` after `--growth` and twice as
 many echo jobs, and the extrapolation to 100,000 that the two slopes justify when they
 agree.
@@ -172,9 +173,13 @@ def main() -> None:
     parser.add_argument("--workflows", type=int, default=300, help="five-step workflows")
     parser.add_argument("--growth", type=int, default=10_000,
                         help="echo jobs per growth step (two steps)")
+    parser.add_argument("--untuned", action="store_true",
+                        help="Redis's default hash-max-listpack-value (64), not TUNING's")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp) / "redis").start()
+        if args.untuned:
+            redis.Redis(port=server.port).config_set("hash-max-listpack-value", 64)
         try:
             _bench(server, Path(tmp), args)
         finally:

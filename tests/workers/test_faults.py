@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+import redis
 import requests
 
 from app.embedded_redis import RedisServer
@@ -120,6 +121,34 @@ def test_a_broker_failure_answers_503_and_stores_nothing(
         assert stats["stats"]["total"] == 0
     finally:
         server.stop()
+
+
+def test_a_full_redis_refuses_submissions_with_503_and_half_writes_nothing(
+        make_stack: StackFactory, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Redis runs with noeviction (README: sizing): at maxmemory it refuses writes, and
+    a submission's one script is refused whole, before it writes anything."""
+    redis_server = RedisServer(tmp_path_factory.mktemp("full")).start()
+    stack = make_stack(redis_server.url)
+    server = LiveServer(stack.app).start()
+    client = redis.Redis.from_url(redis_server.url)
+    headers = {"x-api-key": "key-tenant-a"}
+    submit = f"{server.url}/api/jobs/submit"
+    try:
+        assert requests.post(submit, json={"type": "echo"}, headers=headers,
+                             timeout=10).status_code == 200
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]) // 2)
+        keys_before = client.dbsize()
+        full = requests.post(submit, json={"type": "echo"}, headers=headers, timeout=10)
+        assert full.status_code == 503
+        assert full.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+        assert client.dbsize() == keys_before
+        client.config_set("maxmemory", 0)
+        assert requests.post(submit, json={"type": "echo"}, headers=headers,
+                             timeout=10).status_code == 200
+    finally:
+        server.stop()
+        client.close()
+        redis_server.stop()
 
 
 def test_a_redis_restart_loses_no_accepted_job_and_the_api_recovers(
