@@ -16,9 +16,9 @@ Redis runs as `make run` starts it (app/embedded_redis.py `TUNING`); `--untuned`
 Redis's defaults instead. Beside each figure, `MEMORY USAGE` of every key, summed by what
 the key is (the job hashes, which hold their events, the global event log of references,
 the indexes, the image records, ...), says where the bytes go (used_memory moves by tens
-of KB on its own: small counts give noise, the MEMORY USAGE sums do not). Last, the growth: `used_memory` after `--growth` and twice as
-many echo jobs, and the extrapolation to 100,000 that the two slopes justify when they
-agree.
+of KB on its own: small counts give noise, the MEMORY USAGE sums do not). Last, the
+growth: `used_memory` after `--growth` and twice as many echo jobs, and the extrapolation
+to 100,000 that the two slopes justify when they agree.
 """
 
 from __future__ import annotations
