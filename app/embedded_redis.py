@@ -23,7 +23,9 @@ import redis
 # its values pass Redis's default of 64 bytes for a compact (listpack) hash, and as a
 # hashtable a record of a few KB costs half as much again (README: sizing). 8 KB covers
 # a record's largest value (a step's recovery message); a listpack that size stays fast.
-TUNING = {"hash-max-listpack-value": "8192"}
+# A running job keeps each progress event of its run (up to a hundred) besides its forty
+# or so fields: 256 entries keep that compact too.
+TUNING = {"hash-max-listpack-value": "8192", "hash-max-listpack-entries": "256"}
 
 
 class NoRedisServer(RuntimeError):

@@ -2,10 +2,10 @@
 
 Pub/sub is at most once, so the hub never trusts it alone. A subscription that
 asks for history (`since`) is registered first, so live events start to collect
-in its backlog, and only then is the stream read; the backlog is then drained
-past the last replayed id: no gap and no duplicate at the seam. After the
-pub/sub connection drops, every subscription is caught up from the streams the
-same way. Event ids are the global log's stream ids, so they compare in order.
+in its backlog, and only then is the stored history read; the backlog is then
+drained past the last replayed id: no gap and no duplicate at the seam. After the
+pub/sub connection drops, every subscription is caught up from the stored events
+the same way. Event ids are the global log's stream ids, so they compare in order.
 
 A subscriber's queue is bounded and the hub never blocks on it: a socket too
 slow to keep up is marked and dropped, and the others go on.
@@ -175,7 +175,7 @@ class EventHub:
                 self._await_subscription(pubsub)
                 self._ready.set()
                 if lost_at is not None:
-                    log.info("live events reconnected; catching up from the streams")
+                    log.info("live events reconnected; catching up from the stored events")
                     self._catch_up(lost_at)
                     self.reconnects += 1
                     lost_at = None

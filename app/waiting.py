@@ -5,7 +5,7 @@ A waiter holds one of its tenant's connection seats (the WebSocket quota) and
 follows the job's topic on the process's event hub, as a WebSocket does: it
 sleeps on its own small queue until the job's terminal event arrives, so under
 gunicorn's gevent workers it costs a greenlet, not a thread, and no request
-polls Redis. It starts from the job stream's last id read before the
+polls Redis. It starts from the job's last event id, read before the
 status, so an outcome that lands in between is replayed, not missed.
 """
 

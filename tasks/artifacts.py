@@ -41,6 +41,9 @@ UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")
 # and, for files written before folders were named by the hour (two hex digits of the
 # id), how old an unrecorded one must be before it counts as orphaned.
 SWEEP_MARKER = ".last-sweep"
+# An hour's folder (hours since the epoch: six digits since 1981); an older layout's are
+# two hex digits, `12` among them.
+HOUR_FOLDER = re.compile(r"^\d{5,}\Z")
 SWEEP_SKEW_MS = 300_000
 SWEEP_GRACE_SECONDS = 3600
 URL_PREFIX = "/api/artifacts/"
@@ -193,7 +196,7 @@ class ArtifactStore:
         """The folders of hours that are over, whole: every record in them has expired."""
         removed = 0
         for folder in self._root.iterdir():
-            if folder.name.isdigit() and folder.is_dir() and \
+            if HOUR_FOLDER.match(folder.name) and folder.is_dir() and \
                     (int(folder.name) + 1) * 3_600_000 + SWEEP_SKEW_MS < now_ms():
                 removed += sum(1 for p in folder.iterdir() if p.suffix in (".png", ".part"))
                 shutil.rmtree(folder, ignore_errors=True)

@@ -9,8 +9,9 @@ only what the record does not already say (its type, time, worker and data); the
 record supplies the rest (tenant, ids, step, correlation id) when it is read. The
 global log (`keys.EVENT_LOG`, what operators replay) keeps, in order, a reference
 to each (`job <id>` or `workflow <id>`), and the events of no record (workers,
-machines) whole; it is trimmed to `event_retention`. A finished job keeps only its
-last progress event. Every event is also published live on the pub/sub channel.
+machines) whole; it is trimmed to `event_retention` (at most the records' retention,
+so its references lead somewhere). A job that stops running (it finished, or waits to
+run again) keeps only its last progress event. A workflow's steps expire with it. Every event is also published live on the pub/sub channel.
 Its `id` is the global log's stream id, so ids order events and a client resumes
 with `since`.
 
@@ -62,7 +63,7 @@ class EventType(StrEnum):
     MACHINE_DRAINING = "machine.draining"
     MACHINE_OFFLINE = "machine.offline"
     # A webhook delivery (tasks/webhooks.py) answered 2xx, or was given up on; on the
-    # stream of the job or workflow it was about. Never delivered as webhooks themselves.
+    # history of the job or workflow it was about. Never delivered as webhooks themselves.
     WEBHOOK_DELIVERED = "webhook.delivered"
     WEBHOOK_FAILED = "webhook.failed"
 
@@ -269,14 +270,14 @@ class EventLog:
         or to records gone are passed over, and the page fills from further on."""
         events: list[dict[str, Any]] = []
         while len(events) < limit:
-            want = limit - len(events)
             entries = cast(list[tuple[str, dict[str, str]]], self._redis.xrange(
-                keys.EVENT_LOG, after(since), "+", count=want))
+                keys.EVENT_LOG, after(since), "+", count=limit))
             events += self._resolve(entries)
-            if len(entries) < want:
+            if len(entries) < limit:
                 break
             since = entries[-1][0]
-        return events
+        # The next page begins after the last event given, so any read past it is read again.
+        return events[:limit]
 
     def _resolve(self, entries: list[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
         """The events of global-log entries: whole ones as they are, references read

@@ -34,6 +34,8 @@ PRUNE_LOCK = f"{PREFIX}:prune-lock"
 # retention sweep visits (tasks/retention.py).
 INDEX_TENANTS = f"{PREFIX}:indexed:tenants"
 INDEX_TYPES = f"{PREFIX}:indexed:types"
+# Set once the indexes written before that registry are registered too.
+INDEX_BACKFILLED = f"{PREFIX}:indexed:backfilled"
 
 
 def status_index_prefix(scope: str) -> str:

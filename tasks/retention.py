@@ -6,7 +6,8 @@ MINID). What Redis cannot expire is a member of a sorted set: each index keeps t
 ids of jobs long gone until it is swept. The sweep never walks the keyspace (that
 is every job): create.lua registers every tenant and job type that ever had a
 record, and from those the sweep names each index and drops the members scored
-before the cutoff, O(log n + expired) each.
+before the cutoff, O(log n + expired) each: its cost grows with the tenants and job
+types, never with the jobs kept.
 """
 
 from __future__ import annotations
@@ -40,14 +41,18 @@ class IndexSweep:
         pipe = self._redis.pipeline(transaction=False)
         pipe.smembers(keys.INDEX_TENANTS)
         pipe.smembers(keys.INDEX_TYPES)
-        tenants, types = (set(map(str, found)) for found in pipe.execute())
-        if not tenants:
-            tenants, types = self._register_existing()
+        pipe.exists(keys.INDEX_BACKFILLED)
+        tenants, types, backfilled = pipe.execute()
+        tenants, types = set(map(str, tenants)), set(map(str, types))
+        if not backfilled:
+            old_tenants, old_types = self._register_existing()
+            tenants, types = tenants | old_tenants, types | old_types
         return tenants, types
 
     def _register_existing(self) -> tuple[set[str], set[str]]:
-        """Indexes written before tenants and types were registered (an upgrade): found
-        once, by the one walk of the keyspace this sweep ever makes."""
+        """Indexes written before tenants and types were registered (an upgrade, after
+        which new records may already have registered theirs): found once, by the one
+        walk of the keyspace this sweep ever makes."""
         tenants: set[str] = set()
         types: set[str] = set()
         for pattern in (keys.INDEX_PATTERN, keys.WORKFLOW_INDEX_PATTERN):
@@ -61,6 +66,7 @@ class IndexSweep:
             self._redis.sadd(keys.INDEX_TENANTS, *tenants)
         if types:
             self._redis.sadd(keys.INDEX_TYPES, *types)
+        self._redis.set(keys.INDEX_BACKFILLED, "1")
         return tenants, types
 
 

@@ -302,6 +302,10 @@ class Settings:
         if self.reaper_interval >= self.lease_seconds:
             raise ConfigError(
                 "CHORDLINE_REAPER_INTERVAL must be shorter than CHORDLINE_LEASE_SECONDS")
+        if self.event_retention > self.job_retention:
+            # The global log refers to events kept in their records (tasks/events.py).
+            raise ConfigError(
+                "CHORDLINE_EVENT_RETENTION must not exceed CHORDLINE_JOB_RETENTION")
         if self.webhook_max_age > self.job_retention:
             # A delivery's record expires with its job's.
             raise ConfigError(

@@ -77,8 +77,8 @@ FINISHED_EVENTS = {"job.completed", "job.failed", "job.cancelled", "job.skipped"
 
 
 def kept(live: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """What the history keeps of events seen live (tasks/events.py): everything, but
-    of a job that has finished, only its last progress event."""
+    """What the history keeps of events seen live (tasks/events.py) once the jobs among
+    them have finished: everything, but of each such job only its last progress event."""
     finished = {e["job_id"] for e in live if e["type"] in FINISHED_EVENTS}
     last = {e["job_id"]: e["id"] for e in live if e["type"] == "job.progress"}
     return [e for e in live if e["type"] != "job.progress" or e["job_id"] not in finished

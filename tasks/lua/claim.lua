@@ -63,4 +63,4 @@ if wf and redis.call('HGET', wf, 'status') == 'pending' then
 end
 emit_job(EV.JOB_STARTED, job, ARGV[6], {attempt = tonumber(redis.call('HGET', job, 'attempts')),
   machine_id = ARGV[5]})
-return {'claimed', 'running', redis.call('HGETALL', job)}
+return {'claimed', 'running', own_fields(job)}

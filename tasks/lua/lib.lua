@@ -3,8 +3,8 @@
 -- EVENT_CHANNEL, EVENT_FIELD, PROGRESS_FIELD, SAGA_OUTBOX, ROUTES, ROUTES_USED,
 -- WORKER_PREFIX and EV) and from
 -- tasks/metrics.py (METRICS_* and BUCKETS).
--- Index key names come from the job hash (written by create.lua from
--- tasks/keys.py), so no script spells a key name of its own.
+-- Key names come from KEYS, from a record's hash, or from the functions tasks/keys.py
+-- writes into the prelude (`lua_functions`), so no script spells a key name of its own.
 
 local function nullable(value)
   if value == nil or value == false or value == '' then return cjson.null end
@@ -14,6 +14,12 @@ end
 local function decoded(json_text)
   if not json_text or json_text == '' then return cjson.null end
   return cjson.decode(json_text)
+end
+
+local function split(joined)
+  local out = {}
+  for part in string.gmatch(joined or '', '[^|]+') do out[#out + 1] = part end
+  return out
 end
 
 -- Keep `key` as long as `record` (a job's or workflow's hash), as its events are.
@@ -200,6 +206,25 @@ local function count_status(key, old, new_status, ms)
   end
 end
 
+-- A job that stops running (it finished, or waits to run again) keeps its last progress
+-- event: the others told how that run went while it ran (tasks/events.py).
+local function thin_progress(key)
+  local last, others = nil, {}
+  for _, name in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(name, 1, #PROGRESS_FIELD) == PROGRESS_FIELD then
+      local ms, seq = string.match(name, '(%d+)-(%d+)$')
+      local at = {tonumber(ms), tonumber(seq), name}
+      if not last or at[1] > last[1] or (at[1] == last[1] and at[2] > last[2]) then
+        if last then others[#others + 1] = last[3] end
+        last = at
+      else
+        others[#others + 1] = name
+      end
+    end
+  end
+  if #others > 0 then redis.call('HDEL', key, unpack(others)) end
+end
+
 -- A record's status indexes: its tenant's and every tenant's (a job has a type, a
 -- workflow has not).
 local function status_index_prefixes(tenant, job_type)
@@ -215,6 +240,7 @@ local function set_status(job_key, new_status)
     redis.call('ZADD', prefix .. new_status, score, id)
   end
   redis.call('HSET', job_key, 'status', new_status)
+  if old == 'running' and new_status ~= 'running' then thin_progress(job_key) end
   -- One clock reading per transition: the queue wait, the run time and the minute agree.
   local ms = now_ms()
   track_route(job_key, id, old, new_status, ms)
@@ -238,6 +264,20 @@ local function hset_json(job_key, fields_json)
   if #drop > 0 then redis.call('HDEL', job_key, unpack(drop)) end
 end
 
+-- A record's own fields: HGETALL less the events it keeps (tasks/events.py), which its
+-- readers do not want and a running job may hold a hundred of.
+local function own_fields(key)
+  local all, own = redis.call('HGETALL', key), {}
+  for i = 1, #all, 2 do
+    local prefix = string.sub(all[i], 1, #EVENT_FIELD)
+    if prefix ~= EVENT_FIELD and prefix ~= PROGRESS_FIELD then
+      own[#own + 1] = all[i]
+      own[#own + 1] = all[i + 1]
+    end
+  end
+  return own
+end
+
 -- Drop the running job from the lease set and from its worker's in-flight set.
 local function release(job_key, leases_key)
   local id = redis.call('HGET', job_key, 'id')
@@ -251,32 +291,22 @@ local function error_json(code, message, ts)
   return cjson.encode({code = code, message = message, timestamp = ts})
 end
 
--- A finished job keeps its last progress event: the others told how it went while it ran.
-local function thin_progress(key)
-  local last, others = nil, {}
-  for _, name in ipairs(redis.call('HKEYS', key)) do
-    if string.sub(name, 1, #PROGRESS_FIELD) == PROGRESS_FIELD then
-      local ms, seq = string.match(name, '(%d+)-(%d+)$')
-      local at = {tonumber(ms), tonumber(seq), name}
-      if not last or at[1] > last[1] or (at[1] == last[1] and at[2] > last[2]) then
-        if last then others[#others + 1] = last[3] end
-        last = at
-      else
-        others[#others + 1] = name
-      end
-    end
-  end
-  if #others > 0 then redis.call('HDEL', key, unpack(others)) end
-end
-
+-- A record reached a final status: it expires after `retention`, and so do the steps
+-- whose events its history holds (a workflow's), and the stream of its events that a
+-- record created before events were kept in it names (`events_key`).
 local function finish(job_key, status, ts, retention)
   set_status(job_key, status)
-  thin_progress(job_key)
   redis.call('HSET', job_key, 'completed_at', ts, 'updated_at', ts)
   -- What only a job on its way needs: its recovery message, its lease's hard deadline,
   -- when its run began (observed just now) and its route's spec (for when it is pending).
   redis.call('HDEL', job_key, 'envelope', 'deadline_ms', 'started_ms', 'route_spec')
-  if tonumber(retention) > 0 then redis.call('EXPIRE', job_key, retention) end
+  if tonumber(retention) <= 0 then return end
+  redis.call('EXPIRE', job_key, retention)
+  local f = redis.call('HMGET', job_key, 'step_keys', 'events_key')
+  for _, step in ipairs(split(f[1])) do
+    if redis.call('TTL', step) > 0 then redis.call('EXPIRE', step, retention) end
+  end
+  if f[2] then redis.call('EXPIRE', f[2], retention) end
 end
 
 local FINISHED = {completed = EV.JOB_COMPLETED, failed = EV.JOB_FAILED,
@@ -294,12 +324,6 @@ local function emit_finished(job, status, ts)
     data = {error = decoded(redis.call('HGET', job, 'error'))}
   end
   return emit_job(FINISHED[status], job, ts, data)
-end
-
-local function split(joined)
-  local out = {}
-  for part in string.gmatch(joined or '', '[^|]+') do out[#out + 1] = part end
-  return out
 end
 
 local function workflow_active(status)

@@ -16,7 +16,7 @@ while #out < limit and scanned < cap do
     if redis.call('EXISTS', job) == 0 then
       redis.call('ZREM', KEYS[1], id)
     elseif ARGV[3] == '' or redis.call('HGET', job, 'type') == ARGV[3] then
-      out[#out + 1] = redis.call('HGETALL', job)
+      out[#out + 1] = own_fields(job)
       if #out >= limit then break end
     end
   end

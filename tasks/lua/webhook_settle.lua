@@ -2,7 +2,7 @@
 -- ran out and the delivery was taken again, or it is already settled).
 -- 'retry' makes the delivery due again at `next_ms`. 'delivered' and 'failed'
 -- end it: it leaves its subject's queue, the next one is due now, and its event
--- (webhook.delivered or webhook.failed) goes on the subject's stream.
+-- (webhook.delivered or webhook.failed) goes into the subject's history.
 -- KEYS[1] the subject's webhooks hash, KEYS[2] the webhook outbox
 -- ARGV[1] delivery id, ARGV[2] attempt, ARGV[3] outcome, ARGV[4] now (ms),
 -- ARGV[5] next attempt (ms, retry only), ARGV[6] the attempt's detail (JSON:

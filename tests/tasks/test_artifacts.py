@@ -70,7 +70,8 @@ def test_the_sweep_deletes_unrecorded_files_of_the_older_layout(
         client: redis.Redis, tmp_path: Path) -> None:
     """Files written before folders were named by the hour (`<2 hex digits>/<id>.png`)."""
     store = ArtifactStore(client, str(tmp_path), retention=60, max_side=512)
-    recorded, expired, fresh_orphan = (f"{c * 32}" for c in "abc")
+    # `12...`: an old folder whose name is all digits is not taken for an hour's
+    recorded, expired, fresh_orphan = "12" * 16, "b" * 32, "c" * 32
     for artifact_id in (recorded, expired, fresh_orphan):
         path = tmp_path / artifact_id[:2] / f"{artifact_id}.png"
         path.parent.mkdir(exist_ok=True)
@@ -83,7 +84,7 @@ def test_the_sweep_deletes_unrecorded_files_of_the_older_layout(
     _age(crashed, 7200)
     # One pass removes the old orphan and the crashed write, and nothing younger
     assert store.sweep(every=600, grace=3600) == 2
-    assert (tmp_path / "aa" / f"{recorded}.png").exists()
+    assert (tmp_path / "12" / f"{recorded}.png").exists()
     assert (tmp_path / "cc" / f"{fresh_orphan}.png").exists()
     assert not (tmp_path / "bb" / f"{expired}.png").exists() and not crashed.exists()
     # Another machine sharing the directory waits its turn

@@ -192,3 +192,29 @@ def test_a_record_from_before_the_upgrade_keeps_its_history(
     assert [e["type"] for e in told] == [EventType.JOB_QUEUED, EventType.JOB_STARTED]
     assert told[0] == {"id": event_id, **old}
     assert history(client) == told
+
+
+def test_a_record_stays_compact_through_a_hundred_progress_events(
+        store: JobStore, lifecycle: Lifecycle, client: redis.Redis) -> None:
+    """With the tuning of app/embedded_redis.py, as make run and compose start Redis."""
+    store.create("j1", new_job(), outbox_due_ms=None)
+    lifecycle.claim("j1", "tok", "w1", "m1", FAR)
+    for progress in range(1, 101):
+        lifecycle.heartbeat("j1", "tok", progress=progress)
+    assert client.object("encoding", keys.job("j1")) == "listpack"
+    lifecycle.complete("j1", "tok", {"value": 1})
+    assert client.object("encoding", keys.job("j1")) == "listpack"
+    assert types(client, job_feed("j1")).count(EventType.JOB_PROGRESS) == 1
+
+
+def test_a_retried_job_keeps_the_last_progress_of_its_run(
+        store: JobStore, lifecycle: Lifecycle, client: redis.Redis) -> None:
+    store.create("j1", new_job(), outbox_due_ms=None)
+    lifecycle.claim("j1", "tok", "w1", "m1", FAR)
+    for progress in (10, 20):
+        lifecycle.heartbeat("j1", "tok", progress=progress)
+    lifecycle.retry("j1", "tok", "HANDLER_ERROR", "boom", retry_count=1, countdown=0)
+    told = history(client, job_feed("j1"))
+    assert [e["data"]["progress"] for e in told if e["type"] == EventType.JOB_PROGRESS] == [20]
+    assert told[-1]["type"] == EventType.JOB_RETRYING
+

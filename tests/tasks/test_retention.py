@@ -56,6 +56,7 @@ def test_the_sweep_costs_the_same_for_ten_times_the_jobs(
     expected = len(list(index_names(["t0", "t1"], ["echo", "sleep"])))
     for count in (40, 400):
         client.flushdb()
+        client.set(keys.INDEX_BACKFILLED, "1")  # the first sweep's one look, already made
         create(store, client, count, old=count // 4)
         client.config_resetstat()
         assert IndexSweep(client).run(now_ms() - 86400 * 1000) == count // 4 * 6
@@ -67,9 +68,11 @@ def test_indexes_from_before_the_registry_are_found_once(
         store: JobStore, client: redis.Redis) -> None:
     create(store, client, 8, old=4)
     client.delete(keys.INDEX_TENANTS, keys.INDEX_TYPES)  # written by an older version
+    # and, after the upgrade, before the first sweep, a new job of another tenant
+    store.create("new", new_job("t2", "upscale"), outbox_due_ms=None)
     assert IndexSweep(client).run(now_ms() - 86400 * 1000) == 4 * 6
-    assert client.smembers(keys.INDEX_TENANTS) == {"t0", "t1"}
-    assert client.smembers(keys.INDEX_TYPES) == {"echo", "sleep"}
+    assert client.smembers(keys.INDEX_TENANTS) == {"t0", "t1", "t2"}
+    assert client.smembers(keys.INDEX_TYPES) == {"echo", "sleep", "upscale"}
     client.config_resetstat()
     IndexSweep(client).run(now_ms() - 86400 * 1000)
     assert calls(client, "scan") == 0

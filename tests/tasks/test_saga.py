@@ -231,3 +231,16 @@ def test_cancel_with_compensate_and_nothing_done_simply_cancels(
     outcome = workflows.cancel("wf", "t1", "stop", terminate=False, compensate=True,
                                saga_due_ms=0)
     assert (outcome.status, outcome.compensate) == ("cancelled", "")
+
+
+def test_a_workflows_steps_are_kept_as_long_as_the_workflow(
+        client: redis.Redis, workflows: WorkflowStore, lifecycle: Lifecycle) -> None:
+    """Its history holds its steps' events: a step that finished long before the
+    workflow must not expire before it."""
+    create(workflows, [[], [0]])
+    run(lifecycle, "s0")
+    client.expire(keys.job("s0"), 10)  # as if it had finished an hour before the next
+    run(lifecycle, "s1")
+    assert status(client, keys.workflow("wf")) == "completed"
+    assert client.ttl(keys.job("s0")) > 3000
+    assert client.ttl(keys.job("s0")) <= client.ttl(keys.workflow("wf"))

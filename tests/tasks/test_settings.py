@@ -42,6 +42,8 @@ def test_overrides_win_over_the_environment() -> None:
     ({"REDIS_URL": "amqp://x//"}, "REDIS_URL must use redis://"),
     ({"CHORDLINE_LEASE_SECONDS": "0"}, "CHORDLINE_LEASE_SECONDS must be positive"),
     ({"CHORDLINE_REAPER_INTERVAL": "30"}, "must be shorter than CHORDLINE_LEASE_SECONDS"),
+    ({"CHORDLINE_JOB_RETENTION": "3600"},
+     "CHORDLINE_EVENT_RETENTION must not exceed CHORDLINE_JOB_RETENTION"),
 ])
 def test_unknown_or_malformed_settings_fail_with_a_clear_message(
         environ: dict[str, str], message: str) -> None:
