@@ -11,9 +11,9 @@ global log (`keys.EVENT_LOG`, what operators replay) keeps, in order, a referenc
 to each (`job <id>` or `workflow <id>`), and the events of no record (workers,
 machines) whole; it is trimmed to `event_retention` (at most the records' retention,
 so its references lead somewhere). A job that stops running (it finished, or waits to
-run again) keeps only its last progress event. A workflow's steps expire with it. Every event is also published live on the pub/sub channel.
-Its `id` is the global log's stream id, so ids order events and a client resumes
-with `since`.
+run again) keeps only its last progress event. A workflow's steps expire with it.
+Every event is also published live on the pub/sub channel. Its `id` is the global
+log's stream id, so ids order events and a client resumes with `since`.
 
 Pub/sub is at most once; the stored events are the source of truth.
 """
