@@ -23,10 +23,6 @@ local score = tonumber(ARGV[4]) * 1000 + (seq % 1000)
 hset_json(KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'seq', score)
 set_status(KEYS[1], ARGV[3])
--- What names the indexes the retention sweep visits (tasks/retention.py).
-local owner = redis.call('HMGET', KEYS[1], 'tenant', 'type')
-redis.call('SADD', INDEX_TENANTS, owner[1])
-if owner[2] then redis.call('SADD', INDEX_TYPES, owner[2]) end
 for i = 9, #KEYS do
   redis.call('ZADD', KEYS[i], score, ARGV[1])
 end
@@ -36,6 +32,10 @@ end
 -- The message before the events: a script is not rolled back, so nothing that can fail
 -- may stand between the record and its message.
 if ARGV[8] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[8]) end
+-- What names the indexes the retention sweep visits (tasks/retention.py).
+local owner = redis.call('HMGET', KEYS[1], 'tenant', 'type')
+redis.call('SADD', INDEX_TENANTS, owner[1])
+if owner[2] then redis.call('SADD', INDEX_TYPES, owner[2]) end
 if ARGV[6] ~= '' then
   emit_job(ARGV[6], KEYS[1], ARGV[7], {type = redis.call('HGET', KEYS[1], 'type'),
     priority = tonumber(redis.call('HGET', KEYS[1], 'priority'))})
