@@ -168,23 +168,24 @@ def _stored(event_id: str, body: str, subject: dict[str, Any]) -> dict[str, Any]
     return ordered({**subject, **json.loads(body), "id": event_id})
 
 
+def is_event_field(name: str) -> bool:
+    """Whether a record's hash field holds one of its events, not one of its own fields."""
+    return name.startswith((EVENT_FIELD, PROGRESS_FIELD))
+
+
+# Events beside their parsed ids, which sort them.
 Keyed = list[tuple[tuple[int, int], dict[str, Any]]]
 
 
 def record_events(kind: str, record: dict[str, str]) -> Keyed:
-    """A record's own events (a hash as HGETALL reads it), keyed by id for sorting."""
+    """A record's own events (a hash as HGETALL reads it)."""
     subject = _subject(kind, record)
     found: Keyed = []
     for name, body in record.items():
-        if name.startswith((EVENT_FIELD, PROGRESS_FIELD)):
-            event_id = name[len(EVENT_FIELD):]
+        if is_event_field(name):
+            event_id = name[len(EVENT_FIELD):]  # both prefixes are two characters long
             found.append((parse_id(event_id), _stored(event_id, body, subject)))
     return found
-
-
-def is_event_field(name: str) -> bool:
-    """Whether a record's hash field holds one of its events, not one of its own fields."""
-    return name.startswith((EVENT_FIELD, PROGRESS_FIELD))
 
 
 class EventLog:
