@@ -165,7 +165,17 @@ def _subject(kind: str, record: dict[str, str]) -> dict[str, Any]:
 
 
 def _stored(event_id: str, body: str, subject: dict[str, Any]) -> dict[str, Any]:
+    """An event a record keeps, with what the record says of it."""
     return ordered({**subject, **json.loads(body), "id": event_id})
+
+
+def _whole(event_id: str, body: str) -> dict[str, Any]:
+    """An event kept whole: the global log's of no record, or an older record's stream's."""
+    return ordered({**json.loads(body), "id": event_id})
+
+
+def _record_key(kind: str, ident: str) -> str:
+    return keys.job(ident) if kind == "job" else keys.workflow(ident)
 
 
 def is_event_field(name: str) -> bool:
@@ -215,7 +225,7 @@ class EventLog:
         """How many events follow `since`, counting no further than `limit` (for the
         global log, its entries: an event thinned away still counts)."""
         if feed != EVERYTHING:
-            return min(len(self.read(feed, since, limit)), limit)
+            return len(self.read(feed, since, limit))
         entries = self._redis.xrange(keys.EVENT_LOG, after(since), "+", count=limit)
         return len(cast(list[Any], entries))
 
@@ -242,8 +252,7 @@ class EventLog:
         """A job's events, or a workflow's with its steps', in order: a record's history
         is short (a finished job keeps one progress event), so it is read whole."""
         kind, ident = feed
-        record = cast(dict[str, str], self._redis.hgetall(
-            keys.job(ident) if kind == "job" else keys.workflow(ident)))
+        record = cast(dict[str, str], self._redis.hgetall(_record_key(kind, ident)))
         found = record_events(kind, record) + self._written_before(record)
         if kind == "workflow" and record.get("job_ids"):
             pipe = self._redis.pipeline(transaction=False)
@@ -263,7 +272,7 @@ class EventLog:
         if not stream:
             return []
         entries = cast(list[tuple[str, dict[str, str]]], self._redis.xrange(stream))
-        return [(parse_id(entry_id), ordered({**json.loads(fields[WHOLE]), "id": entry_id}))
+        return [(parse_id(entry_id), _whole(entry_id, fields[WHOLE]))
                 for entry_id, fields in entries if WHOLE in fields]
 
     def _read_log(self, since: str, limit: int) -> list[dict[str, Any]]:
@@ -292,7 +301,7 @@ class EventLog:
         events = []
         for entry_id, fields in entries:
             if WHOLE in fields:
-                events.append(ordered({**json.loads(fields[WHOLE]), "id": entry_id}))
+                events.append(_whole(entry_id, fields[WHOLE]))
             elif (event := found.get(entry_id)) is not None:
                 events.append(event)
         return events
@@ -302,8 +311,7 @@ class EventLog:
         pipe = self._redis.pipeline(transaction=False)
         for (kind, ident), ids in wanted.items():
             names = [prefix + i for i in ids for prefix in (EVENT_FIELD, PROGRESS_FIELD)]
-            pipe.hmget(keys.job(ident) if kind == "job" else keys.workflow(ident),
-                       [*subject_fields, *names])
+            pipe.hmget(_record_key(kind, ident), [*subject_fields, *names])
         found: dict[str, dict[str, Any]] = {}
         for ((kind, _), ids), values in zip(wanted.items(), pipe.execute(), strict=True):
             own, bodies = values[:len(subject_fields)], values[len(subject_fields):]

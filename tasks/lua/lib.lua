@@ -61,7 +61,7 @@ end
 
 -- Keep one event and publish it live. A record's event (a job's, a workflow's) is
 -- kept in the record's hash under EVENT_FIELD .. id (PROGRESS_FIELD for progress,
--- which `finish` thins), holding what the record does not already say; the global
+-- which `set_status` thins when a run ends), holding what the record does not already say; the global
 -- log holds a reference to it ('job' or 'workflow', and the id) in its order. An event
 -- of no record (a worker's, a machine's) is kept whole in the global log. The log's
 -- id is the event's id everywhere (tasks/events.py reads them back).
@@ -180,12 +180,12 @@ local COUNTED = {completed = true, failed = true, cancelled = true, skipped = tr
 local PER_MINUTE = {completed = true, failed = true, cancelled = true}
 
 -- Count a record's first status (`submitted`) and every entry into an outcome;
--- a job's run and queue wait are observed as it starts and ends running.
-local function count_status(key, old, new_status, ms)
+-- a job's run and queue wait are observed as it starts and ends running. `job_type` is
+-- the record's type (false for a workflow).
+local function count_status(key, job_type, old, new_status, ms)
   if old == new_status then return end  -- a renewed claim, not a transition
   local label = nil
   if not old then label = 'submitted' elseif COUNTED[new_status] then label = new_status end
-  local job_type = redis.call('HGET', key, 'type')
   if not job_type then
     if label then redis.call('HINCRBY', METRICS_COUNTS, 'workflow|' .. label, 1) end
     return
@@ -206,12 +206,20 @@ local function count_status(key, old, new_status, ms)
   end
 end
 
+-- Which of a record's events a hash field holds: EVENT_FIELD or PROGRESS_FIELD (both
+-- two characters long), or nil for one of the record's own fields.
+local function event_field(name)
+  local prefix = string.sub(name, 1, #EVENT_FIELD)
+  if prefix == EVENT_FIELD or prefix == PROGRESS_FIELD then return prefix end
+  return nil
+end
+
 -- A job that stops running (it finished, or waits to run again) keeps its last progress
 -- event: the others told how that run went while it ran (tasks/events.py).
 local function thin_progress(key)
   local last, others = nil, {}
   for _, name in ipairs(redis.call('HKEYS', key)) do
-    if string.sub(name, 1, #PROGRESS_FIELD) == PROGRESS_FIELD then
+    if event_field(name) == PROGRESS_FIELD then
       local ms, seq = string.match(name, '(%d+)-(%d+)$')
       local at = {tonumber(ms), tonumber(seq), name}
       if not last or at[1] > last[1] or (at[1] == last[1] and at[2] > last[2]) then
@@ -244,7 +252,7 @@ local function set_status(job_key, new_status)
   -- One clock reading per transition: the queue wait, the run time and the minute agree.
   local ms = now_ms()
   track_route(job_key, id, old, new_status, ms)
-  count_status(job_key, old, new_status, ms)
+  count_status(job_key, f[5], old, new_status, ms)
   return old
 end
 
@@ -269,8 +277,7 @@ end
 local function own_fields(key)
   local all, own = redis.call('HGETALL', key), {}
   for i = 1, #all, 2 do
-    local prefix = string.sub(all[i], 1, #EVENT_FIELD)
-    if prefix ~= EVENT_FIELD and prefix ~= PROGRESS_FIELD then
+    if not event_field(all[i]) then
       own[#own + 1] = all[i]
       own[#own + 1] = all[i + 1]
     end
@@ -553,9 +560,9 @@ local function admission_refused(bucket, pending, waiting, usage, rate, burst, j
   rate, burst, jobs, most = tonumber(rate), tonumber(burst), tonumber(jobs), tonumber(most)
   local unfinished = redis.call('ZCARD', pending) + redis.call('ZCARD', waiting)
   if unfinished + jobs > most then return {'quota', unfinished} end
-  local stored, frees_at = storage_used(usage)
-  if stored >= tonumber(max_bytes) then return {'storage', stored, frees_at - now_ms()} end
   local now = now_ms()
+  local stored, frees_at = storage_used(usage)
+  if stored >= tonumber(max_bytes) then return {'storage', stored, frees_at - now} end
   local f = redis.call('HMGET', bucket, 'tokens', 'ts')
   local tokens = math.min(burst, (tonumber(f[1]) or burst) + (now - (tonumber(f[2]) or now)) * rate / 1000)
   local taken = tokens >= 1
