@@ -161,14 +161,25 @@ class Dispatcher:
         """Ask the workers to look at the routes again when a queue is new to this process,
         so that a new route's first job is pulled at once rather than at their next look."""
         new = set(queues) - self._announced - {self.queue}
-        if new and self.refresh_routes():
-            self._announced |= new
+        if not new:
+            return
+        # Claimed before the broadcast: the concurrent first submits of a new route
+        # (greenlets of one gunicorn worker) send one request between them, not one each.
+        self._announced |= new
+        if not self.refresh_routes():
+            self._announced -= new
 
     def refresh_routes(self, hostnames: list[str] | None = None) -> bool:
         """Ask workers (all, or these) to look at the routes again now; they also do
         by themselves every CHORDLINE_ROUTING_INTERVAL, so a lost request costs only time."""
         try:
-            self.celery.control.broadcast(REFRESH_ROUTES, destination=hostnames)
+            # A connection of its own, never one from the pool: `broadcast` holds the
+            # connection it acquires while the mailbox acquires a producer from the same
+            # pool (kombu's pidbox), so concurrent broadcasts on a pooled one can all hold
+            # one connection and wait for a second that never comes: the API hung so.
+            with self.celery.connection_for_write() as connection:
+                self.celery.control.broadcast(REFRESH_ROUTES, destination=hostnames,
+                                              connection=connection)
         except Exception:
             log.warning("could not ask the workers to refresh their routes", exc_info=True)
             return False
