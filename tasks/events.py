@@ -143,7 +143,9 @@ def lua_prelude(client: redis.Redis) -> str:
             f"local WORKER_PREFIX = '{keys.WORKER_PREFIX}'\n"
             f"local WEBHOOK_OUTBOX = '{keys.WEBHOOK_OUTBOX}'\n"
             f"local WEBHOOK_QUEUE_SUFFIX = '{keys.WEBHOOK_QUEUE_SUFFIX}'\n"
-            f"local EV = {{{types}}}\n" + keys.lua_functions())
+            f"local EV = {{{types}}}\n"
+            f"local EVENT_ORDER = {{{', '.join(repr(n) for n in ('id', *FIELDS))}}}\n"
+            + keys.lua_functions())
 
 
 def ordered(event: dict[str, Any]) -> dict[str, Any]:

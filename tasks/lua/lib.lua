@@ -28,6 +28,17 @@ local function expire_with(key, record)
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
 
+-- An event as JSON with its fields in the documented order (EVENT_ORDER, from
+-- tasks/events.py): cjson writes a table's keys in whatever order its hash holds
+-- them, which differs between Redis and Valkey, and the live path hands this text on.
+local function event_json(event)
+  local parts = {}
+  for i, name in ipairs(EVENT_ORDER) do
+    parts[i] = cjson.encode(name) .. ':' .. cjson.encode(event[name])
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
 -- Queue the delivery of an event to its subject's webhook, in the step that
 -- emits the event (tasks/webhooks.py): when the subject has one and its filter
 -- (`webhook_events`, ','-wrapped event types) takes this type. The subject's
@@ -51,7 +62,8 @@ local function queue_webhook(subject, event)
   redis.call('HSET', hooks, id, cjson.encode({id = id, event_id = event.id, type = event.type,
     url = subject.webhook_url, tenant = subject.tenant, record = subject.record,
     kind = subject.kind, status = 'pending', attempts = {}, created_ms = now,
-    payload = cjson.encode({type = event.type, timestamp = event.ts, data = event})}))
+    payload = '{"type":' .. cjson.encode(event.type) .. ',"timestamp":' ..
+      cjson.encode(event.ts) .. ',"data":' .. event_json(event) .. '}'}))
   if redis.call('RPUSH', queue, id) == 1 then
     redis.call('ZADD', WEBHOOK_OUTBOX, now, hooks)
   end
@@ -83,7 +95,7 @@ local function emit(etype, ts, subject, data)
   end
   redis.call('HINCRBY', METRICS_EVENTS, etype, 1)
   event.id = id
-  redis.call('PUBLISH', EVENT_CHANNEL, cjson.encode(event))
+  redis.call('PUBLISH', EVENT_CHANNEL, event_json(event))
   queue_webhook(subject, event)
   return id
 end
