@@ -174,8 +174,8 @@ class JobService:
         return Validated(handler, parameters, requirements, route_for(handler.type, requirements))
 
     def check_webhook(self, tenant: str, request: Mapping[str, Any]) -> None:
-        """A webhook must lead somewhere public (or to an allowed host: tasks/egress.py),
-        and its tenant must have a signing secret to sign it with."""
+        """A webhook must lead somewhere public (or to an allowed host: tasks/egress.py);
+        its tenant's signing secret is made here if this is its first webhook."""
         url = request.get("webhook_url")
         if url is None:
             if request.get("webhook_events_filter") is not None:
@@ -185,9 +185,7 @@ class JobService:
             egress.check(url, self.settings.webhook_allow_hosts)
         except egress.Forbidden as exc:
             raise InvalidJob({"webhook_url": [f"not allowed: {exc}"]}) from None
-        if not self.webhooks.has_secret(tenant):
-            raise InvalidJob({"webhook_url": [
-                "no webhook signing secret yet: make one with POST /api/webhooks/secret"]})
+        self.webhooks.secret(tenant)
 
     def admit(self, tenant: str, priorities: list[int]) -> None:
         """The tenant's quotas (tasks/quotas.py) for a submission of several jobs (a

@@ -145,8 +145,14 @@ class WebhookStore:
         """A new signing secret for the tenant; the old one verifies for the grace period."""
         secret = signature.new_secret()
         self._scripts.webhook_secret(keys=[keys.webhook_secret(tenant)],
-                                     args=[secret, now_ms() + self._grace_ms])
+                                     args=[secret, now_ms() + self._grace_ms, "rotate"])
         return secret
+
+    def secret(self, tenant: str) -> str:
+        """The tenant's current signing secret, made on its first use: a tenant has one
+        from its first webhook on, as a hosted API's default secret always exists."""
+        return str(self._scripts.webhook_secret(keys=[keys.webhook_secret(tenant)],
+                                                args=[signature.new_secret(), 0, "ensure"]))
 
     def has_secret(self, tenant: str) -> bool:
         return bool(self._redis.hexists(keys.webhook_secret(tenant), "current"))

@@ -5,10 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from app.api import api_blueprint
-from app.auth import current_tenant
+from app.auth import Role, current_principal, current_tenant
+from app.errors import ApiError
 from tasks.services import current_services
 
 bp = api_blueprint("webhooks", __name__)
+
+
+@bp.get("/secret")
+def read_secret() -> dict[str, Any]:
+    """The tenant's current signing secret, made now if it has none yet. A viewer may
+    read everything else, but a secret signs: it is not for a read-only key."""
+    if current_principal().role == Role.VIEWER:
+        raise ApiError(403, "FORBIDDEN", "A viewer key may not read a signing secret")
+    return {"success": True, "secret": current_services().webhooks.secret(current_tenant())}
 
 
 @bp.post("/secret")

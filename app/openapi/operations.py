@@ -165,6 +165,9 @@ OTHERS = (
         206: Answer("The part a `Range` header asked for", BINARY, media="image/png"),
         304: Answer("Not modified since the `If-None-Match` or `If-Modified-Since` given")},
        {416: ("HTTP_ERROR",)}),
+    Op("webhooks.read_secret", "get", "/api/webhooks/secret", "webhooks",
+       "Read the webhook signing secret (made on first use)",
+       {200: Answer("The current secret", responses.WebhookSecretSchema)}),
     Op("webhooks.rotate_secret", "post", "/api/webhooks/secret", "webhooks",
        "Make a new webhook signing secret",
        {201: Answer("The new secret; the previous one still signs beside it for a grace "

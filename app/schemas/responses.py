@@ -147,7 +147,7 @@ class DeliveryListSchema(Schema):
 class WebhookSecretSchema(Schema):
     success = flag(True)
     secret = fields.String(required=True, validate=validate.Regexp("^whsec_"), metadata={
-        "description": "Shown this once: verify signatures with it"})
+        "description": "Verify signatures with it (GET it again at any time)"})
 
 
 class ArtifactSchema(Schema):

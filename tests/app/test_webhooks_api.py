@@ -162,11 +162,23 @@ def test_a_workflow_delivers_its_steps_and_its_end_in_order(
     assert receiver.types()[-1] == "workflow.completed"
 
 
-def test_a_webhook_needs_a_signing_secret_and_a_valid_filter(api_b: Api, api: Api,
-                                                             secret: str) -> None:
+def test_a_tenants_signing_secret_exists_from_its_first_webhook(api_b: Api) -> None:
+    # Given a tenant that never asked for a secret: the seed's body, webhook_url and all
+    url = "http://127.0.0.1:9/hooks"
+    response = api_b.submit({"type": "echo", "webhook_url": url})
+    assert response.status_code == 200, response.text
+    # Then it has one, the same on every read, until it is rotated
+    first = api_b.request("GET", "/api/webhooks/secret")
+    assert first.status_code == 200 and first.json()["secret"].startswith("whsec_")
+    assert api_b.request("GET", "/api/webhooks/secret").json() == first.json()
+    rotated = api_b.webhook_secret()
+    assert rotated != first.json()["secret"]
+    assert api_b.request("GET", "/api/webhooks/secret").json()["secret"] == rotated
+
+
+def test_a_webhook_needs_a_valid_filter(api: Api, secret: str) -> None:
     url = "http://127.0.0.1:9/hooks"
     cases = [
-        (api_b, {"webhook_url": url}, "no webhook signing secret yet"),
         (api, {"webhook_url": url, "webhook_events_filter": ["finished"]},
          "webhook_events_filter"),
         (api, {"webhook_url": url, "webhook_events_filter": []}, "webhook_events_filter"),
@@ -179,9 +191,10 @@ def test_a_webhook_needs_a_signing_secret_and_a_valid_filter(api_b: Api, api: Ap
         assert message in response.json()["error"]["message"]
 
 
-def test_a_viewer_cannot_make_a_secret(live_server: Any) -> None:
-    response = Api(live_server.url, "key-viewer").request("POST", "/api/webhooks/secret")
-    assert response.status_code == 403
+def test_a_viewer_cannot_make_or_read_a_secret(live_server: Any) -> None:
+    viewer = Api(live_server.url, "key-viewer")
+    assert viewer.request("POST", "/api/webhooks/secret").status_code == 403
+    assert viewer.request("GET", "/api/webhooks/secret").status_code == 403
 
 
 def test_deliveries_of_another_tenants_job_are_not_found(api: Api, api_b: Api) -> None:

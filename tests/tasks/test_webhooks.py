@@ -104,6 +104,16 @@ def test_rotation_keeps_the_previous_secret_for_the_grace_only(client: redis.Red
     assert short.signing_secrets("t2") == []
 
 
+def test_a_secret_is_made_on_first_use_and_kept(client: redis.Redis) -> None:
+    webhooks = WebhookStore(client, secret_grace=60)
+    made = webhooks.secret("t1")
+    assert made.startswith("whsec_") and webhooks.secret("t1") == made
+    assert webhooks.signing_secrets("t1") == [made]
+    rotated = webhooks.rotate_secret("t1")
+    assert webhooks.secret("t1") == rotated
+    assert webhooks.signing_secrets("t1") == [rotated, made]
+
+
 def test_removing_a_job_removes_its_deliveries(client: redis.Redis, store: JobStore) -> None:
     hooks = hooked_job(store, "j1", ("queued",))
     store.delete("j1")
