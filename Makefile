@@ -41,7 +41,8 @@ lint: install
 # Celery's stored result (about a minute and a half), fleet routing beside one plain
 # Celery queue (about two minutes), the diffusion overhead beside the bare pipeline (under
 # a minute), workflow makespan beside raw Celery (about two minutes), then event latency
-# to 1,000 WebSocket clients beside raw Redis pub/sub (about one minute).
+# to 1,000 WebSocket clients beside raw Redis pub/sub (about one minute), and 200 clients
+# submitting at once beside a bare Flask-and-Celery API (about a minute and a half).
 bench: install
 	$(BIN)/python -m benchmarks.throughput
 	$(BIN)/python -m benchmarks.footprint
@@ -49,6 +50,7 @@ bench: install
 	$(BIN)/python -m benchmarks.diffusion_overhead
 	$(BIN)/python -m benchmarks.workflow_makespan
 	$(BIN)/python -m benchmarks.event_latency
+	$(BIN)/python -m benchmarks.submit_load
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -40,17 +40,27 @@ def redis_client(settings: Settings, *, patient: bool = False,
                  url: str | None = None) -> redis.Redis:
     """A pooled client; the API's fails fast (503, not a hang), a worker's rides out a restart.
 
-    Only connection errors are retried: a timeout may come after a script ran.
+    Only connection errors are retried: a timeout may come after a script ran. The pool
+    is a blocking one: redis-py's default pool refuses a connection past its size ("Too
+    many connections"), which under a burst of clients answered hundreds of requests
+    503; here a request waits for a connection as others finish their command.
     """
     retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), PATIENT_RETRIES if patient else 1)
-    return redis.Redis.from_url(
-        url or settings.redis_url, decode_responses=True, socket_timeout=settings.redis_timeout,
+    pool = redis.BlockingConnectionPool.from_url(
+        url or settings.redis_url, max_connections=settings.redis_max_connections,
+        timeout=POOL_WAIT, decode_responses=True, socket_timeout=settings.redis_timeout,
         socket_connect_timeout=min(settings.redis_timeout, 2.0), health_check_interval=30,
         retry=retry, retry_on_error=[redis.ConnectionError],
     )
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
 
 # About 30 s of reconnect attempts: a Redis restart with AOF replay.
 PATIENT_RETRIES = 20
+# Seconds a command waits for a free connection of its pool. Each is held for one
+# command (bounded by the socket timeout), so a wait this long means Redis is stuck.
+POOL_WAIT = 30.0
 
 
 @dataclass

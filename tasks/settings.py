@@ -139,6 +139,10 @@ class Settings:
     queue: str = field(default="chordline", metadata=_env("CHORDLINE_QUEUE"))
     log_level: str = field(default="INFO", metadata=_env("CHORDLINE_LOG_LEVEL"))
     redis_timeout: float = field(default=5.0, metadata=_env("CHORDLINE_REDIS_TIMEOUT", float))
+    # Connections each pool of a process keeps to Redis; a request that finds them all
+    # busy waits its turn (tasks/services.py) rather than fail.
+    redis_max_connections: int = field(
+        default=100, metadata=_env("CHORDLINE_REDIS_MAX_CONNECTIONS", int))
     # Fault handling: a running job's lease must be renewed within `lease_seconds`,
     # or the reaper (every `reaper_interval` seconds) queues it again.
     lease_seconds: float = field(default=20.0, metadata=_env("CHORDLINE_LEASE_SECONDS", float))
