@@ -224,7 +224,7 @@ def test_the_readmes_receiver_verifies_a_real_delivery(
 
 
 def readme_block(marker: str) -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "jobs.md").read_text()
     after = text[text.index(marker):]
     return after.split("```python\n", 1)[1].split("```", 1)[0]
 
