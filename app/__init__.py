@@ -8,12 +8,12 @@ from typing import Any
 
 from flask import Flask
 
-from tasks.settings import Settings
+from tasks.core.settings import Settings
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from defaults, then the environment, then `overrides` (tests win)."""
-    from app import console, metrics, openapi, sockets
+    from app import console, openapi, prometheus, sockets
     from app.api import (
         artifacts,
         audit,
@@ -54,7 +54,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
             "CHORDLINE_API_KEYS is empty: every API request will be refused (401)")
     register_error_handlers(app)
     init_correlation(app)
-    metrics.init_request_metrics(app)
+    prometheus.init_request_metrics(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp, url_prefix="/api/jobs")
     app.register_blueprint(artifacts.bp, url_prefix="/api/artifacts")
@@ -66,7 +66,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(audit.bp, url_prefix="/api/audit")
     app.register_blueprint(tickets.bp, url_prefix="/api/ws-tickets")
     app.register_blueprint(sockets.bp)
-    app.register_blueprint(metrics.bp)
+    app.register_blueprint(prometheus.bp)
     app.register_blueprint(console.bp, url_prefix="/dashboard")
     app.register_blueprint(openapi.bp)
     return app

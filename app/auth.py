@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, current_app, g, request
 
 from app.errors import ApiError
-from tasks.settings import OPERATOR_TENANT, VIEWER
+from tasks.core.settings import OPERATOR_TENANT, VIEWER
 
 CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}\Z")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -19,7 +19,7 @@ from pathlib import Path
 import redis
 
 # What Chordline asks of its Redis beyond the defaults (README: sizing), here and in
-# docker/compose.yaml. A job's record holds its events (tasks/events.py), so some of
+# docker/compose.yaml. A job's record holds its events (tasks/core/events.py), so some of
 # its values pass Redis's default of 64 bytes for a compact (listpack) hash, and as a
 # hashtable a record of a few KB costs half as much again (README: sizing). 8 KB covers
 # a record's largest value (a step's recovery message); a listpack that size stays fast.

@@ -16,7 +16,7 @@ from flask import Flask, Response, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from tasks.quotas import QuotaExceeded
+from tasks.storage.quotas import QuotaExceeded
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from typing import Any
 
 import redis
 
-from tasks import keys
-from tasks.clock import now_ms
-from tasks.events import EVERYTHING, EventLog, Feed, parse_id
+from tasks.core import keys
+from tasks.core.clock import now_ms
+from tasks.core.events import EVERYTHING, EventLog, Feed, parse_id
 
 log = logging.getLogger(__name__)
 
-# ("job", id), ("workflow", id) or ("all", "*"): a feed of tasks/events.py.
+# ("job", id), ("workflow", id) or ("all", "*"): a feed of tasks/core/events.py.
 Topic = Feed
 EventId = tuple[int, int]
 # How long a replay may wait for its socket to drain before the socket counts as too slow.

@@ -25,7 +25,7 @@ accesslog = "-"
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
-# prometheus_client's multiprocess mode (app/metrics.py): each worker writes its own
+# prometheus_client's multiprocess mode (app/prometheus.py): each worker writes its own
 # series under this directory and a scrape of any worker sums them all. Set here,
 # before the workers start, so they inherit it; emptied at start, since an earlier
 # run's files would add up; a worker that exits is marked dead, so its gauges (open

@@ -19,8 +19,8 @@ import redis
 from flask import Response, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from tasks import keys
-from tasks.settings import Settings
+from tasks.core import keys
+from tasks.core.settings import Settings
 
 COOKIE = "chordline_session"
 SECRET = keys.CONSOLE_SECRET

@@ -35,11 +35,11 @@ from app.event_hub import (
     Subscriber,
     Topic,
 )
-from app.metrics import WEBSOCKETS
+from app.prometheus import WEBSOCKETS
 from app.schemas.sockets import SOCKET_MESSAGE
-from tasks.quotas import SEAT_SECONDS
+from tasks.core.settings import OPERATOR_TENANT
 from tasks.services import Services, current_services
-from tasks.settings import OPERATOR_TENANT
+from tasks.storage.quotas import SEAT_SECONDS
 
 log = logging.getLogger(__name__)
 bp = Blueprint("sockets", __name__)
@@ -56,7 +56,7 @@ def authenticate_socket() -> None:
     principal = authenticate(allow_query_key=True)
     if principal.via == "console":
         check_origin()
-    # A tenant's sockets are bounded across every web process (tasks/quotas.py).
+    # A tenant's sockets are bounded across every web process (tasks/storage/quotas.py).
     g.socket_id = uuid.uuid4().hex
     quotas = current_services().jobs.quotas
     if not quotas.seat(principal.tenant, g.socket_id):

@@ -15,7 +15,7 @@ from typing import cast
 
 import redis
 
-from tasks import keys
+from tasks.core import keys
 
 TICKET_PREFIX = keys.WS_TICKET_PREFIX
 TICKET_SECONDS = 60

@@ -22,9 +22,9 @@ import redis
 from flask import Response, current_app, request
 
 from app.event_hub import EventHub, HubUnavailable, Subscriber
-from tasks.events import EventType, job_feed
+from tasks.core.events import EventType, job_feed
+from tasks.core.statuses import TERMINAL
 from tasks.services import Services, current_services
-from tasks.statuses import TERMINAL
 
 log = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 60
@@ -46,7 +46,7 @@ def applied(response: Response, seconds: int) -> Response:
 
 def wait_until_final(job_id: str, tenant: str, seconds: float) -> None:
     """Return once the job is final, or after `seconds`; at once when the tenant's
-    connection seats (tasks/quotas.py, shared with its WebSockets) are all taken, or
+    connection seats (tasks/storage/quotas.py, shared with its WebSockets) are all taken, or
     Redis falters: waiting is a courtesy, the answer is the status either way."""
     services = current_services()
     seat = f"wait-{uuid.uuid4().hex}"

@@ -30,8 +30,8 @@ import redis
 
 from app import create_app
 from app.embedded_redis import RedisServer
+from tasks.core.statuses import TERMINAL
 from tasks.services import Services
-from tasks.statuses import TERMINAL
 from tests.support import NodeProcess, overrides_from_env, settings_env, write_catalog
 
 SLOTS = {"a10-1": 24, "a10-2": 24, "l4-1": 12, "l4-2": 12}

@@ -41,9 +41,9 @@ import redis
 
 from app import create_app
 from app.embedded_redis import TUNING, RedisServer
-from tasks import keys
+from tasks.core import keys
+from tasks.core.statuses import JobStatus, WorkflowStatus
 from tasks.services import Services
-from tasks.statuses import JobStatus, WorkflowStatus
 from tests.support import WorkerProcess, overrides_from_env, settings_env, wait_for
 
 TENANT = "tenant-a"

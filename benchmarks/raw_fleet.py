@@ -15,7 +15,7 @@ import time
 import redis
 from celery import Celery
 
-from tasks.models import ModelCache
+from tasks.fleet.model_cache import ModelCache
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 app = Celery("raw-fleet", broker=URL)

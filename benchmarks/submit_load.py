@@ -27,7 +27,7 @@ import requests
 from app.embedded_redis import RedisServer, free_port
 from benchmarks.raw_throughput import done_key
 from benchmarks.throughput import BareWorker
-from tasks import keys
+from tasks.core import keys
 from tests.load import Tally, hammer
 from tests.support import WebProcess, WorkerProcess, settings_env, wait_for
 

@@ -67,13 +67,13 @@ from celery.canvas import Signature, maybe_signature
 
 from app import create_app
 from app.embedded_redis import RedisServer
-from tasks import keys
-from tasks.clock import parse_iso
-from tasks.compiler import plan
-from tasks.dispatch import StepCall
-from tasks.scripts import Scripts
+from tasks.core import keys
+from tasks.core.clock import parse_iso
+from tasks.core.scripts import Scripts
+from tasks.core.statuses import JobStatus
+from tasks.jobs.dispatch import StepCall
 from tasks.services import Services
-from tasks.statuses import JobStatus
+from tasks.workflows.compiler import plan
 from tests.support import WebProcess, WorkerProcess, overrides_from_env, settings_env, wait_for
 
 # One tenant per kind of load, so that a status index counts exactly one load's jobs.
@@ -429,7 +429,7 @@ class Observed:
 
 def observed_chain(server: RedisServer, services: Services, steps: int) -> Observed:
     """Run a linear workflow of `echo` steps on the running worker under MONITOR."""
-    from tasks.dispatch import broker_lists
+    from tasks.jobs.dispatch import broker_lists
 
     settings = services.settings
     queues = {settings.queue, *map(str, services.redis.hkeys(keys.ROUTES))}

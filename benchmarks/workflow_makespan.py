@@ -26,8 +26,8 @@ import redis
 
 from app import create_app
 from app.embedded_redis import RedisServer
-from tasks.compiler import plan, to_canvas
 from tasks.services import Services
+from tasks.workflows.compiler import plan, to_canvas
 from tests.support import WorkerProcess, overrides_from_env, settings_env
 
 Dag = list[list[int]]

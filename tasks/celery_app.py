@@ -8,15 +8,16 @@ from celery import Celery, Task
 from flask import Flask
 from kombu import Queue
 
-from tasks.dispatch import (
+from tasks.core.settings import Settings
+from tasks.jobs.dispatch import (
     HARD_LIMIT_GRACE,
     PRIORITY_SEP,
     PRIORITY_STEPS,
     broker_priority,
 )
-from tasks.settings import Settings
 
-TASK_MODULES = ["tasks.runner", "tasks.steps", "tasks.compensation"]
+TASK_MODULES = ["tasks.jobs.runner", "tasks.workflows.steps",
+                "tasks.workflows.compensation"]
 TASK_LOG_FORMAT = (
     "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s] "
     "cid=%(correlation_id)s: %(message)s"

@@ -3,9 +3,9 @@
 The console's Overview page, `GET /api/overview` and the gauges of `/metrics`
 read this one module, so the page and the graphs never disagree: jobs and
 workflows per status (the status indexes, within retention), jobs finished per
-minute over the last hour (tasks/metrics.py), each route queue's pending jobs
-and oldest wait (tasks/routes.py) beside the messages its broker lists hold,
-and the fleet (tasks/machines.py).
+minute over the last hour (tasks/core/metrics.py), each route queue's pending jobs
+and oldest wait (tasks/fleet/routes.py) beside the messages its broker lists hold,
+and the fleet (tasks/fleet/machines.py).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 
 import redis
 
-from tasks import keys
-from tasks.dispatch import broker_lists
-from tasks.machines import MachineStore
-from tasks.metrics import MetricsStore
-from tasks.routes import RouteStore
-from tasks.statuses import JobStatus, WorkflowStatus
+from tasks.core import keys
+from tasks.core.metrics import MetricsStore
+from tasks.core.statuses import JobStatus, WorkflowStatus
+from tasks.fleet.machines import MachineStore
+from tasks.fleet.routes import RouteStore
+from tasks.jobs.dispatch import broker_lists
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A SIGKILLed worker fires no signal and, on Redis, its unacked messages return
 only after the visibility timeout. Every worker runs this reaper on a timer:
-the messages a dead worker held go back to their queues (tasks/reservations.py),
+the messages a dead worker held go back to their queues (tasks/fleet/reservations.py),
 jobs whose lease expired are queued again (or failed, once they have lost their
 worker `max_deliveries` times), jobs, workflows and compensations left in the
 outboxes (or whose compensation run's lease ran out) are published again, the
@@ -20,19 +20,19 @@ from dataclasses import dataclass, field
 
 import redis
 
-from tasks import keys
-from tasks.artifacts import ArtifactStore
-from tasks.clock import now_ms
-from tasks.dispatch import Dispatcher
-from tasks.events import EventLog
-from tasks.lifecycle import Lifecycle
-from tasks.machines import MachineStore
-from tasks.reservations import Reservations
-from tasks.retention import IndexSweep
-from tasks.routes import RouteStore
-from tasks.statuses import JobStatus
-from tasks.store import JobStore
-from tasks.workflows import WorkflowService
+from tasks.core import keys
+from tasks.core.clock import now_ms
+from tasks.core.events import EventLog
+from tasks.core.statuses import JobStatus
+from tasks.fleet.machines import MachineStore
+from tasks.fleet.reservations import Reservations
+from tasks.fleet.routes import RouteStore
+from tasks.jobs.dispatch import Dispatcher
+from tasks.jobs.lifecycle import Lifecycle
+from tasks.jobs.store import JobStore
+from tasks.storage.artifacts import ArtifactStore
+from tasks.storage.retention import IndexSweep
+from tasks.workflows.service import WorkflowService
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 3600

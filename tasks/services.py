@@ -10,30 +10,30 @@ from flask import current_app
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from tasks.artifacts import ArtifactStore
-from tasks.audit import AuditLog
-from tasks.dispatch import Dispatcher
-from tasks.events import EventLog
+from tasks.core.events import EventLog
+from tasks.core.metrics import MetricsStore
+from tasks.core.settings import Settings
+from tasks.fleet.machines import MachineService, MachineStore
+from tasks.fleet.model_cache import ModelCache
+from tasks.fleet.profile import NodeProfile
+from tasks.fleet.reservations import Reservations
+from tasks.fleet.routes import RouteStore
 from tasks.handlers.base import Limits
 from tasks.handlers.registry import HandlerRegistry, build_registry
-from tasks.idempotency import IdempotencyStore
-from tasks.inputs import StepInputs
-from tasks.lifecycle import LeasePolicy, Lifecycle
-from tasks.machines import MachineService, MachineStore
-from tasks.metrics import MetricsStore
-from tasks.models import ModelCache
-from tasks.node import NodeProfile
+from tasks.jobs.dispatch import Dispatcher
+from tasks.jobs.lifecycle import LeasePolicy, Lifecycle
+from tasks.jobs.service import JobService
+from tasks.jobs.store import JobStore
 from tasks.overview import Overview
-from tasks.quotas import QuotaPolicy, Quotas
-from tasks.reservations import Reservations
-from tasks.routes import RouteStore
-from tasks.saga import SagaPolicy, SagaStore
-from tasks.settings import Settings
-from tasks.store import JobStore
-from tasks.submission import JobService
-from tasks.webhooks import WebhookStore
-from tasks.workflow_store import WorkflowStore
-from tasks.workflows import WorkflowService
+from tasks.storage.artifacts import ArtifactStore
+from tasks.storage.audit import AuditLog
+from tasks.storage.idempotency import IdempotencyStore
+from tasks.storage.quotas import QuotaPolicy, Quotas
+from tasks.webhooks.store import WebhookStore
+from tasks.workflows.inputs import StepInputs
+from tasks.workflows.saga import SagaPolicy, SagaStore
+from tasks.workflows.service import WorkflowService
+from tasks.workflows.store import WorkflowStore
 
 
 def redis_client(settings: Settings, *, patient: bool = False,
@@ -90,7 +90,7 @@ class Services:
     # the models its GPU keeps warm.
     node: NodeProfile | None = None
     models: ModelCache | None = None
-    # On a Redis broker: the messages each worker holds (tasks/reservations.py).
+    # On a Redis broker: the messages each worker holds (tasks/fleet/reservations.py).
     reservations: Reservations | None = None
 
     @classmethod

@@ -25,9 +25,10 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from app.client import ChordlineClient
-from tasks import keys, signature, statuses
-from tasks.events import EventLog
-from tasks.settings import Settings
+from tasks.core import keys, statuses
+from tasks.core.events import EventLog
+from tasks.core.settings import Settings
+from tasks.webhooks import signature
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {str(status) for status in statuses.TERMINAL}
@@ -77,7 +78,7 @@ FINISHED_EVENTS = {"job.completed", "job.failed", "job.cancelled", "job.skipped"
 
 
 def kept(live: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """What the history keeps of events seen live (tasks/events.py) once the jobs among
+    """What the history keeps of events seen live (tasks/core/events.py) once the jobs among
     them have finished: everything, but of each such job only its last progress event."""
     finished = {e["job_id"] for e in live if e["type"] in FINISHED_EVENTS}
     last = {e["job_id"]: e["id"] for e in live if e["type"] == "job.progress"}

@@ -14,7 +14,7 @@ import yaml
 from app.client import ChordlineClient
 from app.devstack import read_procfile
 from app.embedded_redis import TUNING
-from tasks.events import EventType
+from tasks.core.events import EventType
 from tests.support import ROOT, WebProcess, WorkerProcess, kept, wait_for
 
 

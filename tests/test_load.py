@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from tasks import keys
+from tasks.core import keys
 from tests.load import Tally, hammer
 from tests.support import WebProcess, WorkerProcess, fresh_database, settings_env, wait_for
 

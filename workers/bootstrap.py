@@ -1,7 +1,7 @@
 """The worker entry point: `celery -A workers.bootstrap worker` (one per GPU: workers/node.py).
 
 It builds the Flask app (and with it the Celery app and the services) from the
-environment, works out which node and GPU this worker is (tasks/node.py) and what it
+environment, works out which node and GPU this worker is (tasks/fleet/profile.py) and what it
 runs there (diffusers for the types its catalog has models for, on a GPU; the preview
 painters only when told to), then connects route consumption (workers/routing.py)
 and the signal-to-event bridge (workers/signals.py). A setting that does not add up
@@ -17,14 +17,14 @@ from typing import Any
 from celery.signals import after_setup_task_logger
 
 from app import create_app
-from tasks.catalog import Catalog
+from tasks.core.settings import ConfigError
+from tasks.fleet.catalog import Catalog
+from tasks.fleet.model_cache import ModelCache
+from tasks.fleet.profile import DIFFUSION_TYPES, NodeProfile
 from tasks.handlers.registry import serve
-from tasks.models import ModelCache
-from tasks.node import DIFFUSION_TYPES, NodeProfile
-from tasks.runner import CorrelationFilter
+from tasks.jobs.runner import CorrelationFilter
 from tasks.services import Services
-from tasks.settings import ConfigError
-from workers import reservations, routing
+from workers import qos, routing
 from workers.gpu import Detected, detect
 from workers.signals import SignalBridge
 
@@ -64,7 +64,7 @@ def model_cache(services: Services, bridge: SignalBridge) -> ModelCache | None:
         return None
     release: Callable[[], None] | None = None
     if node.serves_diffusion:
-        from tasks import pipelines
+        from tasks.fleet import pipelines
 
         # Imported once here, before the pool forks (no CUDA context yet): each pool
         # process, a replacement too, starts at once, and no job waits for the import.
@@ -88,7 +88,7 @@ if services.node.gpu is None and services.settings.broker_is_redis:
     celery.conf.broker_transport_options = {**celery.conf.broker_transport_options,
                                             "queue_order_strategy": "round_robin"}
 routing.install(celery, services, services.node)
-reservations.install(celery, services.reservations)
+qos.install(celery, services.reservations)
 bridge.connect()
 
 

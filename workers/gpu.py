@@ -17,8 +17,8 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tasks.fleet import Gpu
-from tasks.settings import DeclaredGpus
+from tasks.core.settings import DeclaredGpus
+from tasks.fleet.offers import Gpu
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024

@@ -11,10 +11,10 @@ from typing import Any
 
 import redis
 
-from tasks.clock import iso
-from tasks.node import NodeProfile
+from tasks.core.clock import iso
+from tasks.fleet.profile import NodeProfile
+from tasks.fleet.reservations import boot_id, instance_name
 from tasks.reaper import Reaper
-from tasks.reservations import boot_id, instance_name
 from tasks.services import Services
 from workers.gpu import Sampler
 

@@ -23,8 +23,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tasks.fleet import Gpu
-from tasks.settings import Settings
+from tasks.core.settings import Settings
+from tasks.fleet.offers import Gpu
 from workers.gpu import detect
 
 log = logging.getLogger("chordline.node")

@@ -5,7 +5,7 @@ A Celery consumer bootstep. On start, after every job a GPU worker finishes
 one), every `CHORDLINE_ROUTING_INTERVAL` while idle, and at once when an API
 process publishes to a route new to it (the `chordline_refresh_routes` control
 command), the worker reads the routes and the fleet and consumes the queues
-tasks/placement.py orders for its slot, with Celery's own
+tasks/fleet/placement.py orders for its slot, with Celery's own
 `add_task_queue`/`cancel_task_queue`. The base queue (joins, compensations)
 comes first. A draining machine's workers consume nothing.
 
@@ -27,12 +27,12 @@ from celery.worker import state as worker_state
 from celery.worker.control import control_command
 from celery.worker.request import Request
 
-from tasks.clock import now_ms
-from tasks.dispatch import REFRESH_ROUTES, RUN_JOB, RUN_STEP
-from tasks.fleet import Offer, Route
-from tasks.machines import OwnState
-from tasks.node import NodeProfile
-from tasks.placement import Estimates, Slot, pull_order
+from tasks.core.clock import now_ms
+from tasks.fleet.machines import OwnState
+from tasks.fleet.offers import Offer, Route
+from tasks.fleet.placement import Estimates, Slot, pull_order
+from tasks.fleet.profile import NodeProfile
+from tasks.jobs.dispatch import REFRESH_ROUTES, RUN_JOB, RUN_STEP
 from tasks.services import Services
 
 log = logging.getLogger(__name__)
@@ -194,8 +194,8 @@ def chordline_refresh_routes(state: Any, **_: Any) -> dict[str, str]:
 
 def install(celery: Celery, services: Services, profile: NodeProfile) -> None:
     """Route this worker's consumption (called once, by workers/bootstrap.py)."""
-    import tasks.runner
-    import tasks.steps  # noqa: F401 - registers the tasks whose requests change here
+    import tasks.jobs.runner
+    import tasks.workflows.steps  # noqa: F401 - registers the tasks whose requests change here
 
     RoutingStep.services, RoutingStep.profile = services, profile
     celery.steps["consumer"].add(RoutingStep)

@@ -9,12 +9,12 @@ inside the task. This module covers what only a signal can see:
   say which models their GPU holds; `worker_process_init` starts each pool
   process with none (a replaced process lost its predecessor's models).
 - `worker_ready` / `worker_shutdown`: the heartbeat and the webhook courier
-  (tasks/courier.py) start and stop; the heartbeat's first
+  (tasks/webhooks/courier.py) start and stop; the heartbeat's first
   beat announces `worker.online` (and `machine.online`), its goodbye
   `worker.offline`, and any beat announces the workers that stopped beating (a
   SIGKILL fires no signal), with their machines when none of theirs is left.
 - `task_received`: the record of a message this worker holds, where kombu's own
-  reservation could not carry it (workers/reservations.py), so that it comes back
+  reservation could not carry it (workers/qos.py), so that it comes back
   soon should the worker die holding it.
 - `task_revoked`: Celery drops a revoked message (or kills a terminated task)
   without running our code; the job is ended, not left pending for ever.
@@ -47,9 +47,9 @@ from celery.signals import (
 from celery.worker import state as worker_state
 from flask import Flask
 
-from tasks.courier import Courier, DeliveryPolicy
-from tasks.reservations import instance_name
+from tasks.fleet.reservations import instance_name
 from tasks.services import Services
+from tasks.webhooks.courier import Courier, DeliveryPolicy
 from workers.heartbeat import WorkerHeartbeat
 from workers.telemetry import TaskCounts
 
@@ -134,11 +134,11 @@ class SignalBridge:
 
     def on_task_received(self, request: Any = None, **_: Any) -> None:
         """Record the message before it can wait or run, so that it comes back soon if this
-        worker dies holding it (tasks/reservations.py). Only the main process receives."""
+        worker dies holding it (tasks/fleet/reservations.py). Only the main process receives."""
         reservations = self.services.reservations
         tag = getattr(getattr(request, "message", None), "delivery_tag", None)
         if reservations is None or reservations.hooked or not tag:
-            return  # recorded with kombu's own reservation (workers/reservations.py)
+            return  # recorded with kombu's own reservation (workers/qos.py)
         try:
             reservations.record(instance_name(self.hostname), str(tag))
         except Exception:

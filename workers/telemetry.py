@@ -4,7 +4,7 @@ Each process counts in memory (a task's signals fire in the pool process that
 ran it, a revoke in the main process) and adds its counts to Redis in one round
 trip at most once a second, from a thread of its own, so a task pays for a dict
 increment, not a network write. A process that is SIGKILLed loses at most its
-last second of counts; a job's own counts (tasks/metrics.py) are exact regardless.
+last second of counts; a job's own counts (tasks/core/metrics.py) are exact regardless.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections import Counter
 
 import redis
 
-from tasks.metrics import MetricsStore
+from tasks.core.metrics import MetricsStore
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from marshmallow import Schema, ValidationError
 
 from app.auth import SAFE_METHODS, authenticate, require_staff
 from app.errors import ApiError, validation_failed
-from tasks import keys
-from tasks.clock import iso
+from tasks.core import keys
+from tasks.core.clock import iso
 from tasks.services import current_services
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from flask import Response, request, send_file
 from app.api import api_blueprint
 from app.auth import current_tenant
 from app.errors import ApiError
-from tasks.artifacts import InvalidImage
 from tasks.services import current_services
+from tasks.storage.artifacts import InvalidImage
 
 bp = api_blueprint("artifacts", __name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 from app.api import api_blueprint, query
 from app.auth import require_staff
 from app.schemas.events import EVENT_QUERY
-from tasks.events import EVERYTHING, Feed
+from tasks.core.events import EVERYTHING, Feed
 from tasks.services import current_services
 
 bp = api_blueprint("events", __name__)

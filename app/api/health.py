@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from flask import Blueprint
 
-from tasks.clock import iso
+from tasks.core.clock import iso
 from tasks.services import current_services
 
 bp = Blueprint("health", __name__)

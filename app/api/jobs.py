@@ -9,18 +9,18 @@ from flask import Response, g, jsonify
 
 from app.api import api_blueprint, json_body, query
 from app.api.events import history
+from app.api.idempotency_key import idempotent
 from app.auth import current_tenant
 from app.errors import ApiError, validation_failed
-from app.idempotency import idempotent
 from app.schemas.jobs import JOB, JOB_CANCEL, JOB_LIST_QUERY, JOB_SUBMIT, TIMEFRAME_QUERY
 from app.waiting import applied, requested_wait, wait_until_final
-from tasks import keys
-from tasks.clock import now_ms
-from tasks.events import job_feed
+from tasks.core import keys
+from tasks.core.clock import now_ms
+from tasks.core.events import job_feed
+from tasks.core.statuses import SUBMITTED
+from tasks.jobs.service import BrokerUnavailable, InvalidJob, NotFound, StepOfWorkflow
+from tasks.jobs.store import InvalidCursor
 from tasks.services import current_services
-from tasks.statuses import SUBMITTED
-from tasks.store import InvalidCursor
-from tasks.submission import BrokerUnavailable, InvalidJob, NotFound, StepOfWorkflow
 
 bp = api_blueprint("jobs", __name__)
 TIMEFRAMES_MS = {"hour": 3_600_000, "day": 86_400_000, "week": 604_800_000}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.api import api_blueprint
-from tasks.clock import now_ms
+from tasks.core.clock import now_ms
 from tasks.services import current_services
 
 bp = api_blueprint("overview", __name__, operators_only=True)

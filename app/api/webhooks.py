@@ -1,4 +1,4 @@
-"""/api/webhooks: the tenant's webhook signing secret (tasks/webhooks.py)."""
+"""/api/webhooks: the tenant's webhook signing secret (tasks/webhooks/store.py)."""
 
 from __future__ import annotations
 

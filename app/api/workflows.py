@@ -8,10 +8,10 @@ from flask import g
 
 from app.api import api_blueprint, json_body, query
 from app.api.events import history
+from app.api.idempotency_key import idempotent
 from app.api.jobs import TIMEFRAMES_MS
 from app.auth import current_tenant
 from app.errors import ApiError, validation_failed
-from app.idempotency import idempotent
 from app.schemas.jobs import TIMEFRAME_QUERY
 from app.schemas.workflows import (
     STEP_STATUS,
@@ -20,15 +20,15 @@ from app.schemas.workflows import (
     WORKFLOW_CREATE,
     WORKFLOW_LIST_QUERY,
 )
-from tasks import keys
-from tasks.clock import now_ms
-from tasks.events import workflow_feed
+from tasks.core import keys
+from tasks.core.clock import now_ms
+from tasks.core.events import workflow_feed
+from tasks.core.statuses import JobStatus, WorkflowStatus
+from tasks.jobs.service import BrokerUnavailable, NotFound
+from tasks.jobs.store import InvalidCursor, Job
 from tasks.services import current_services
-from tasks.statuses import JobStatus, WorkflowStatus
-from tasks.store import InvalidCursor, Job
-from tasks.submission import BrokerUnavailable, NotFound
-from tasks.workflow_store import Workflow
-from tasks.workflows import InvalidWorkflow, NotCancellable, NotCompensable
+from tasks.workflows.service import InvalidWorkflow, NotCancellable, NotCompensable
+from tasks.workflows.store import Workflow
 
 bp = api_blueprint("workflows", __name__)
 CODE = "WORKFLOW_CREATION_FAILED"

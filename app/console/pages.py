@@ -24,11 +24,11 @@ from app.console import bp
 from app.errors import ApiError
 from app.schemas.jobs import JOB
 from app.schemas.workflows import WORKFLOW
-from tasks import keys
-from tasks.clock import now_ms, parse_iso
-from tasks.events import EVERYTHING, is_event_id, job_feed, workflow_feed
+from tasks.core import keys
+from tasks.core.clock import now_ms, parse_iso
+from tasks.core.events import EVERYTHING, is_event_id, job_feed, workflow_feed
+from tasks.core.statuses import JobStatus, WorkflowStatus
 from tasks.services import current_services
-from tasks.statuses import JobStatus, WorkflowStatus
 
 View = Callable[..., Any]
 # How many of the newest jobs a machine filter looks through (jobs are indexed by

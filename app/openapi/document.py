@@ -29,15 +29,15 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields
 
 from app.api import NOT_FOUND
+from app.api.idempotency_key import KEY as IDEMPOTENCY_KEY
 from app.auth import CORRELATION_ID, READS_BY_POST
-from app.idempotency import KEY as IDEMPOTENCY_KEY
 from app.openapi.operations import OPERATIONS, Access, Answer, Op
 from app.openapi.websocket import SOCKET
 from app.schemas.responses import ErrorSchema, EventSchema
 from app.schemas.sockets import SocketAckSchema, SocketErrorSchema, SocketMessageSchema
 from app.sessions import COOKIE
-from tasks.fleet import MACHINE_ID
-from tasks.keys import RECORD_ID
+from tasks.core.keys import RECORD_ID
+from tasks.fleet.offers import MACHINE_ID
 
 INTRO = """\
 Run image-generation jobs and workflows on a fleet of GPU machines.

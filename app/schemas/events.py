@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from tasks.events import MAX_PAGE, is_event_id
+from tasks.core.events import MAX_PAGE, is_event_id
 
 SINCE_ERROR = "since must be an event id such as 1700000000000-0, or 0"
 

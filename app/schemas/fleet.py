@@ -1,5 +1,5 @@
 """What the operators' routes and the health checks answer, as schemas for the OpenAPI
-document (app/openapi/): machines (tasks/machines.py's `machine_view`), the overview
+document (app/openapi/): machines (tasks/fleet/machines.py's `machine_view`), the overview
 (tasks/overview.py), the audit log (app/api/__init__.py's `record_action`) and health.
 
 A GPU and a minute of the overview's history are open records (whatever the node

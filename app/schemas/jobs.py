@@ -6,10 +6,10 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from tasks import keys
-from tasks.fleet import LABEL_KEY, LABEL_VALUE, MODEL_NAME
-from tasks.statuses import JobStatus
-from tasks.webhooks import CATEGORIES
+from tasks.core import keys
+from tasks.core.statuses import JobStatus
+from tasks.fleet.offers import LABEL_KEY, LABEL_VALUE, MODEL_NAME
+from tasks.webhooks.store import CATEGORIES
 
 ID = validate.Regexp(keys.RECORD_ID, error="must be 1-64 letters, digits, _ or -")
 
@@ -54,7 +54,7 @@ class JobSubmitSchema(JobFields):
         validate=validate.Range(0, 100, error="Priority must be between 0 and 100"))
     webhook_url = fields.URL(schemes={"http", "https"}, require_tld=False,
                              validate=validate.Length(max=2048))
-    # Which events go to webhook_url (tasks/webhooks.py); default ["completed"].
+    # Which events go to webhook_url (tasks/webhooks/store.py); default ["completed"].
     webhook_events_filter = fields.List(
         fields.String(validate=validate.OneOf(CATEGORIES)),
         validate=validate.Length(min=1, max=len(CATEGORIES)))

@@ -16,8 +16,8 @@ from marshmallow import Schema, fields, validate
 
 from app.schemas.jobs import JobSchema
 from app.schemas.workflows import StepStatusSchema, WorkflowSchema
-from tasks.events import EventType
-from tasks.statuses import JobStatus, WorkflowStatus
+from tasks.core.events import EventType
+from tasks.core.statuses import JobStatus, WorkflowStatus
 
 ISO = {"format": "date-time"}
 
@@ -95,7 +95,7 @@ class WorkflowStatsSchema(Schema):
 
 
 class EventSchema(Schema):
-    """One event (tasks/events.py): the same in the history, on /ws and in webhooks."""
+    """One event (tasks/core/events.py): the same in the history, on /ws and in webhooks."""
 
     id = fields.String(required=True, metadata={
         "description": "The global log's stream id: orders events, and resumes (`since`)"})
@@ -126,7 +126,7 @@ class AttemptSchema(Schema):
 
 
 class DeliverySchema(Schema):
-    """One webhook delivery of one event (tasks/webhooks.py)."""
+    """One webhook delivery of one event (tasks/webhooks/store.py)."""
 
     id = fields.String(required=True, metadata={"description": "`msg_...`, the webhook-id"})
     event_id = fields.String(required=True)

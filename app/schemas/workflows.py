@@ -15,9 +15,9 @@ from marshmallow import (
 )
 
 from app.schemas.jobs import JobFields
-from tasks.conditions import OPERATORS, PRESENCE
-from tasks.statuses import WorkflowStatus
-from tasks.webhooks import CATEGORIES
+from tasks.core.statuses import WorkflowStatus
+from tasks.webhooks.store import CATEGORIES
+from tasks.workflows.conditions import OPERATORS, PRESENCE
 
 PATH = validate.Regexp(r"^(status|result)(\.[A-Za-z0-9_-]+){0,15}\Z",
                        error="must be `status` or a dotted path under `result`")
@@ -56,7 +56,7 @@ class WorkflowCreateSchema(Schema):
                              validate=validate.Length(max=2048))
     priority = fields.Integer(load_default=50, strict=True, validate=validate.Range(
         0, 100, error="Priority must be between 0 and 100"))
-    # Which events go to webhook_url (tasks/webhooks.py); default ["completed"].
+    # Which events go to webhook_url (tasks/webhooks/store.py); default ["completed"].
     webhook_events_filter = fields.List(
         fields.String(validate=validate.OneOf(CATEGORIES)),
         validate=validate.Length(min=1, max=len(CATEGORIES)))

@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 from marshmallow import Schema
 from PIL import Image
 
-from tasks.artifacts import ArtifactStore, artifact_id_from_url
-from tasks.catalog import Catalog
-from tasks.fleet import Gpu
-from tasks.models import ModelCache
+from tasks.fleet.catalog import Catalog
+from tasks.fleet.model_cache import ModelCache
+from tasks.fleet.offers import Gpu
+from tasks.storage.artifacts import ArtifactStore, artifact_id_from_url
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Requirements:
-    """What a job needs from a worker, stored with the job; its route (tasks/fleet.py)
+    """What a job needs from a worker, stored with the job; its route (tasks/fleet/offers.py)
     sends it only where it fits. `gpu_memory` is in GB."""
 
     gpu_memory: int

@@ -16,9 +16,9 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from PIL import Image, ImageFilter, ImageOps
 
-from tasks.artifacts import artifact_id_from_url
-from tasks.fleet import MODEL_NAME
+from tasks.fleet.offers import MODEL_NAME
 from tasks.handlers.base import Handler, JobContext, Limits, Requirements
+from tasks.storage.artifacts import artifact_id_from_url
 
 MAX_SEED = 2**32 - 1
 

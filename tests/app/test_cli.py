@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from app.cli import Line, ProgressView
 from app.client import ChordlineClient
-from tasks.events import EventType
+from app.client.cli import Line, ProgressView
+from tasks.core.events import EventType
 from tests.support import ROOT, Api, CuttableProxy, LiveServer, kept
 
 WORKFLOW = {"name": "cli", "steps": [
@@ -25,7 +25,7 @@ WORKFLOW = {"name": "cli", "steps": [
 def chordline(live_server: LiveServer, *args: str, key: str = "key-tenant-a",
               stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CHORDLINE_API_URL": live_server.url, "CHORDLINE_API_KEY": key}
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "app.client.cli", *args], cwd=ROOT, env=env,
                           input=stdin, capture_output=True, text=True, timeout=60)
 
 
@@ -65,7 +65,7 @@ def test_submit_a_yaml_job_then_read_its_status(
 def test_cancel_a_workflow_and_watch_says_it_did_not_complete(
         live_server: LiveServer, api: Api) -> None:
     workflow_id, _ = api.create_workflow({"name": "long", "steps": [
-        {"type": "sleep", "parameters": {"seconds": 1}},
+        {"type": "sleep", "parameters": {"seconds": 5}},
         {"type": "echo", "parameters": {"value": 1}, "depends_on": [0]}]})
     cancelled = chordline(live_server, "cancel", workflow_id, "--reason", "changed my mind")
     assert cancelled.returncode == 0, cancelled.stderr

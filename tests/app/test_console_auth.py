@@ -6,8 +6,8 @@ import pytest
 import requests
 
 from app.sessions import FAILURES_PREFIX, MAX_REFUSALS
+from tasks.core.settings import ConfigError, Settings
 from tasks.services import Services
-from tasks.settings import ConfigError, Settings
 from tests.support import LiveServer
 
 

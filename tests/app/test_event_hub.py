@@ -13,9 +13,9 @@ import redis
 
 from app.embedded_redis import RedisServer
 from app.event_hub import EVERYTHING, EventHub, Subscriber
-from tasks import keys
-from tasks.events import EventLog
-from tasks.store import JobStore, NewJob
+from tasks.core import keys
+from tasks.core.events import EventLog
+from tasks.jobs.store import JobStore, NewJob
 from tests.support import wait_for
 
 _ids = itertools.count()

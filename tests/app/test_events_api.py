@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.events import EventType
+from tasks.core.events import EventType
 from tests.support import Api
 
 

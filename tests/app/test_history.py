@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from tasks.events import EventLog
+from tasks.core.events import EventLog
 from tests.support import TERMINAL, Api, EventTap, LiveServer, Socket, kept, wait_for
 
 TENANT = "tenant-b"

@@ -8,10 +8,10 @@ import pytest
 from flask import Flask
 
 from app import create_app
-from tasks import keys
-from tasks.dispatch import broker_lists
+from tasks.core import keys
+from tasks.jobs.dispatch import broker_lists
+from tasks.jobs.store import Job
 from tasks.services import Services
-from tasks.store import Job
 from tests.support import Api, overrides_from_env, wait_for
 
 

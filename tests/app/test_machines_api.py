@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.events import EventType
+from tasks.core.events import EventType
 from tests.support import Api, wait_for
 
 

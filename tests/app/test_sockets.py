@@ -18,7 +18,7 @@ from simple_websocket import Client
 from simple_websocket import ConnectionError as HandshakeRefused
 
 from app import create_app
-from tasks.events import EventType
+from tasks.core.events import EventType
 from tests.support import Api, LiveServer, Socket, kept, wait_for
 
 

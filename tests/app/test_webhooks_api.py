@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from tasks import keys, signature
+from tasks.core import keys
 from tasks.services import Services
+from tasks.webhooks import signature
 from tests.support import ROOT, Api, WebhookReceiver, kept, wait_for
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tasks.lifecycle import LeasePolicy, Lifecycle
-from tasks.store import JobStore, NewJob
+from tasks.jobs.lifecycle import LeasePolicy, Lifecycle
+from tasks.jobs.store import JobStore, NewJob
 
 
 @pytest.fixture

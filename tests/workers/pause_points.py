@@ -21,7 +21,7 @@ import redis
 from celery.signals import task_prerun, worker_process_init
 
 from tasks.handlers.registry import HandlerRegistry
-from tasks.lifecycle import Lifecycle, Outcome
+from tasks.jobs.lifecycle import Lifecycle, Outcome
 
 POINTS = ("before_claim", "after_outcome")
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from app.embedded_redis import RedisServer
-from tasks.events import workflow_feed
+from tasks.core.events import workflow_feed
 from tests.support import WORKFLOW_DONE, wait_for
 from tests.workers.conftest import Stack, shared_stack
 

@@ -17,8 +17,8 @@ from PIL import Image
 
 from app import create_app
 from app.embedded_redis import RedisServer
-from tasks import keys
-from tasks.events import EventType
+from tasks.core import keys
+from tasks.core.events import EventType
 from tests import tiny_models
 from tests.support import (
     Api,

@@ -11,8 +11,8 @@ import redis
 import requests
 
 from app.embedded_redis import RedisServer
-from tasks.clock import now_ms
-from tasks.store import NewJob
+from tasks.core.clock import now_ms
+from tasks.jobs.store import NewJob
 from tests.support import LiveServer, fresh_database, wait_for
 from tests.workers.conftest import Stack, StackFactory
 

@@ -16,8 +16,8 @@ from flask import Flask
 
 from app import create_app
 from app.embedded_redis import RedisServer
-from tasks import keys
-from tasks.events import EventType
+from tasks.core import keys
+from tasks.core.events import EventType
 from tests.support import (
     Api,
     LiveServer,

@@ -16,7 +16,7 @@ import pytest
 
 from app import create_app
 from app.embedded_redis import RedisServer
-from tasks.events import EventType
+from tasks.core.events import EventType
 from tests.support import (
     Api,
     HostNamespace,

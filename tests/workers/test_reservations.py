@@ -2,7 +2,7 @@
 
 A worker killed while it holds a message it has not claimed, or holds a step whose
 outcome is recorded but whose continuation Celery has not published, loses nothing:
-on Redis the live workers give the dead one's messages back (tasks/reservations.py),
+on Redis the live workers give the dead one's messages back (tasks/fleet/reservations.py),
 on RabbitMQ the broker requeues them when the connection drops. Either way the job
 completes within 30 s of the kill, once.
 """
@@ -19,8 +19,8 @@ import redis
 from kombu import Connection
 
 from app.embedded_redis import RedisServer
-from tasks import keys
-from tasks.events import Feed, job_feed
+from tasks.core import keys
+from tasks.core.events import Feed, job_feed
 from tests.support import fresh_database, wait_for
 from tests.workers.conftest import Stack, StackFactory
 from tests.workers.pause_points import armed, paused

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tasks.events import EVERYTHING, EventType, Feed, job_feed
+from tasks.core.events import EVERYTHING, EventType, Feed, job_feed
 from tests.support import wait_for
 from tests.tasks.conftest import new_job
 from tests.workers.conftest import Stack

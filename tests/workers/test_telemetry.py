@@ -6,7 +6,7 @@ import os
 
 import redis
 
-from tasks.metrics import CELERY, MetricsStore
+from tasks.core.metrics import CELERY, MetricsStore
 from tests.support import wait_for
 from workers.telemetry import TaskCounts
 

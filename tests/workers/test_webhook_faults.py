@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from app.embedded_redis import RedisServer
-from tasks import keys
-from tasks.events import job_feed
+from tasks.core import keys
+from tasks.core.events import job_feed
 from tests.support import WebhookReceiver, wait_for
 from tests.workers.conftest import StackFactory
 

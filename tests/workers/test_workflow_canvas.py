@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.embedded_redis import RedisServer
-from tasks import keys
+from tasks.core import keys
 from tests.support import wait_for
-from tests.tasks.test_compiler import dags
+from tests.tasks.workflows.test_compiler import dags
 from tests.workers.conftest import Stack, shared_stack
 
 pytestmark = pytest.mark.slow
@@ -95,7 +95,7 @@ def test_every_shape_the_compiler_emits_runs_in_order(
 ], ids=["chain-40", "chain-fan-out-chain"])
 def test_a_chain_cut_into_segments_runs_in_order(canvas_stack: Stack,
                                                  depends_on: list[list[int]]) -> None:
-    # Given a workflow long enough that its chain is cut (tasks/compiler.py SEGMENT)
+    # Given a workflow long enough that its chain is cut (tasks/workflows/compiler.py SEGMENT)
     workflow_id, job_ids = create(canvas_stack, depends_on)
     heads = [i for i, j in enumerate(job_ids)
              if canvas_stack.services.redis.hget(keys.job(j), "parked") == "1"]

@@ -1,0 +1,224 @@
+"""Worker-side job transitions: claim, heartbeat, finish, retry and recovery.
+
+The lease is what makes delivery safe on Redis: a claim takes a lease token, the
+executing process renews it, and every later write must present the token. A
+duplicate delivery (visibility timeout, a requeue after a lost worker, the
+outbox) finds the lease live and is dropped; a run whose lease was taken over
+can no longer write its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import redis
+
+from tasks.core import keys
+from tasks.core.clock import iso, now_ms
+from tasks.core.scripts import Scripts
+from tasks.core.statuses import JobStatus
+from tasks.jobs.store import Job
+
+
+class ClaimOutcome(StrEnum):
+    """What claim.lua answered."""
+
+    CLAIMED = "claimed"
+    MISSING = "missing"
+    # Running under a live lease elsewhere: a duplicate delivery.
+    BUSY = "busy"
+    # A workflow step delivered before its dependencies completed.
+    PARKED = "parked"
+    # Finished, cancelled, or a step of a halted workflow.
+    SKIP = "skip"
+    # Lost its worker `max_deliveries` times: failed.
+    POISONED = "poisoned"
+    # This worker's machine is draining: the job goes back to its queue.
+    DRAINING = "draining"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of a claim: `claimed` (with the job), or why not."""
+
+    outcome: ClaimOutcome
+    status: str
+    job: Job | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a transition did: 'ok', or why not; the status it left; the parked steps
+    it made ready and the workflow whose compensation it queued, for the caller to publish."""
+
+    outcome: str
+    status: str = ""
+    ready: tuple[str, ...] = ()
+    compensate: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+class Lease(IntEnum):
+    """What a heartbeat found (the values heartbeat.lua returns)."""
+
+    LOST = 0
+    HELD = 1
+    # Held, and the step's workflow is compensating: it asks the step to stop.
+    STOP = 2
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    """How long work may go unrenewed, and a publish unconfirmed; shared by jobs and
+    compensation runs."""
+
+    lease_seconds: float
+    max_deliveries: int
+    outbox_grace: float
+    retention: int
+
+    def lease_deadline(self) -> int:
+        return now_ms() + int(self.lease_seconds * 1000)
+
+    def outbox_due(self, delay_s: float = 0.0) -> int:
+        return now_ms() + int((delay_s + self.outbox_grace) * 1000)
+
+
+class Lifecycle:
+    """The transitions a worker makes on the jobs it runs."""
+
+    def __init__(self, client: redis.Redis, policy: LeasePolicy) -> None:
+        self._redis = client
+        self._scripts = Scripts(client)
+        self.policy = policy
+
+    def lease_deadline(self) -> int:
+        return self.policy.lease_deadline()
+
+    def outbox_due(self, delay_s: float = 0.0) -> int:
+        return self.policy.outbox_due(delay_s)
+
+    def claim(self, job_id: str, token: str, worker_id: str, machine_id: str,
+              hard_deadline_ms: int, envelope: str = "",
+              placement: Mapping[str, Any] | None = None) -> Claim:
+        """Take the job for this run, or say why it must not run (`draining`: this
+        worker's machine takes no new jobs, and the job goes back to its queue).
+
+        `envelope` is a workflow step's message with its canvas context, kept
+        while the step runs so that a recovery can send the same message again;
+        `placement` is where it runs (the GPU), stored on the job.
+        """
+        outcome, status, flat = self._scripts.claim(
+            keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES, keys.worker_jobs(worker_id),
+                  keys.machine(machine_id)],
+            args=[token, now_ms(), self.lease_deadline(), worker_id, machine_id, iso(),
+                  self.policy.max_deliveries, hard_deadline_ms, self.policy.retention,
+                  envelope, json.dumps(placement or {}), self.outbox_due()],
+        )
+        return Claim(ClaimOutcome(outcome), status, Job.from_flat(flat) if flat else None)
+
+    def heartbeat(self, job_id: str, token: str, *, renew: bool = True,
+                  progress: int | None = None) -> Lease:
+        """Renew the lease and/or record progress; LOST once the lease is lost."""
+        return Lease(self._scripts.heartbeat(
+            keys=[keys.job(job_id), keys.LEASES],
+            args=[token, self.lease_deadline() if renew else "",
+                  "" if progress is None else progress, iso()],
+        ))
+
+    def complete(self, job_id: str, token: str, result: dict[str, Any]) -> Outcome:
+        return self._finish(job_id, token, JobStatus.COMPLETED,
+                            {"result": json.dumps(result), "progress": 100})
+
+    def fail(self, job_id: str, token: str, code: str, message: str) -> Outcome:
+        error = {"code": code, "message": message, "timestamp": iso()}
+        return self._finish(job_id, token, JobStatus.FAILED, {"error": json.dumps(error)})
+
+    def skip(self, job_id: str, token: str, reason: str) -> Outcome:
+        """A step whose condition is false: done without running, dependents go on."""
+        return self._finish(job_id, token, JobStatus.SKIPPED, {
+            "result": json.dumps({"skipped": True, "reason": reason}), "progress": 100})
+
+    def stop(self, job_id: str, token: str, percent: int) -> Outcome:
+        """A step stopped because its workflow is compensating: it is cancelled."""
+        error = {"code": "STEP_STOPPED", "timestamp": iso(),
+                 "message": f"Stopped at {percent}%: the workflow is compensating"}
+        return self._finish(job_id, token, JobStatus.CANCELLED, {"error": json.dumps(error)})
+
+    def retry(self, job_id: str, token: str, code: str, message: str,
+              retry_count: int, countdown: float) -> Outcome:
+        """Mark the job pending again; the outbox republishes it if our publish is lost.
+
+        A step whose workflow stopped starting steps is cancelled instead (the
+        outcome's status says which)."""
+        ts = iso()
+        fields = {"retry_count": retry_count, "updated_at": ts, "progress": 0,
+                  "last_error": json.dumps({"code": code, "message": message, "timestamp": ts})}
+        return self._transition(job_id, (JobStatus.RUNNING,), JobStatus.PENDING, fields,
+                                token=token, outbox_due=self.outbox_due(countdown))
+
+    def abandon(self, job_id: str, code: str, message: str, *, cancelled: bool,
+                running: bool = False) -> Outcome:
+        """End a job whose message Celery dropped (revoked, unknown, rejected), which
+        would otherwise stay pending for ever: the outbox let go of it once published.
+
+        Only a job that has not started is ended, unless `running` says that its run
+        was killed too. A revoked plain job is cancelled; a workflow step fails
+        instead, so that its workflow ends rather than waits.
+        """
+        step = bool(self._redis.hexists(keys.job(job_id), "workflow_key"))
+        status = JobStatus.CANCELLED if cancelled and not step else JobStatus.FAILED
+        ts = iso()
+        fields = {"updated_at": ts,
+                  "error": json.dumps({"code": code, "message": message, "timestamp": ts})}
+        current = [JobStatus.WAITING, JobStatus.PENDING] + ([JobStatus.RUNNING] if running else [])
+        return self._transition(job_id, current, status, fields, token="", terminal=True)
+
+    def reap(self, job_id: str) -> str:
+        """Recover one running job whose lease expired (see tasks/jobs/lua/reap.lua)."""
+        return str(self._scripts.reap(
+            keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
+            args=[job_id, now_ms(), self.policy.max_deliveries, self.outbox_due(),
+                  iso(), self.policy.retention],
+        ))
+
+    def expired_leases(self, limit: int = 100) -> list[str]:
+        return self._due(keys.LEASES, limit)
+
+    def due_outbox(self, limit: int = 100) -> list[str]:
+        return self._due(keys.OUTBOX, limit)
+
+    def _due(self, deadlines: str, limit: int) -> list[str]:
+        """Members of a deadline-scored set whose deadline has passed."""
+        return [str(j) for j in self._redis.zrangebyscore(deadlines, "-inf", now_ms(), 0, limit)]
+
+    def published(self, job_id: str) -> None:
+        """The broker has the job's message: the outbox no longer needs to cover it."""
+        self._redis.zrem(keys.OUTBOX, job_id)
+
+    def delay_outbox(self, job_id: str) -> None:
+        self._redis.zadd(keys.OUTBOX, {job_id: self.outbox_due()}, xx=True)
+
+    def _finish(self, job_id: str, token: str, status: JobStatus,
+                fields: dict[str, Any]) -> Outcome:
+        fields["updated_at"] = iso()
+        return self._transition(job_id, (JobStatus.RUNNING,), status, fields, token=token,
+                                terminal=True)
+
+    def _transition(self, job_id: str, current: Iterable[JobStatus], new: JobStatus,
+                    fields: dict[str, Any], *, token: str, outbox_due: int | None = None,
+                    terminal: bool = False) -> Outcome:
+        outcome, status, ready, compensate = self._scripts.transition(
+            keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
+            args=[",".join(current), new, json.dumps(fields), keys.ALL_TENANTS, token,
+                  "" if outbox_due is None else outbox_due, self.policy.retention,
+                  "1" if terminal else "0", self.outbox_due()],
+        )
+        return Outcome(str(outcome), str(status), tuple(ready), str(compensate))
