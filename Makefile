@@ -35,6 +35,7 @@ test: install lint
 lint: install
 	$(BIN)/ruff check app tasks workers tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # Job throughput (submit, drain, end to end, per-step overhead, chain message bytes)
 # beside bare Celery (about three minutes), Redis memory per finished job beside bare

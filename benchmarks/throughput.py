@@ -429,7 +429,7 @@ class Observed:
 
 def observed_chain(server: RedisServer, services: Services, steps: int) -> Observed:
     """Run a linear workflow of `echo` steps on the running worker under MONITOR."""
-    from tasks.jobs.dispatch import broker_lists
+    from tasks.jobs.message import broker_lists
 
     settings = services.settings
     queues = {settings.queue, *map(str, services.redis.hkeys(keys.ROUTES))}

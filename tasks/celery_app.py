@@ -9,12 +9,7 @@ from flask import Flask
 from kombu import Queue
 
 from tasks.core.settings import Settings
-from tasks.jobs.dispatch import (
-    HARD_LIMIT_GRACE,
-    PRIORITY_SEP,
-    PRIORITY_STEPS,
-    broker_priority,
-)
+from tasks.jobs.message import HARD_LIMIT_GRACE, PRIORITY_SEP, PRIORITY_STEPS, broker_priority
 
 TASK_MODULES = ["tasks.jobs.runner", "tasks.workflows.steps",
                 "tasks.workflows.compensation"]

@@ -20,7 +20,7 @@ from tasks.core.metrics import MetricsStore
 from tasks.core.statuses import JobStatus, WorkflowStatus
 from tasks.fleet.machines import MachineStore
 from tasks.fleet.routes import RouteStore
-from tasks.jobs.dispatch import broker_lists
+from tasks.jobs.message import broker_lists
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import redis
 from celery import Celery
-from flask import current_app
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from tasks.core.context import app_services
 from tasks.core.events import EventLog
 from tasks.core.metrics import MetricsStore
 from tasks.core.settings import Settings
@@ -22,6 +22,7 @@ from tasks.handlers.base import Limits
 from tasks.handlers.registry import HandlerRegistry, build_registry
 from tasks.jobs.dispatch import Dispatcher
 from tasks.jobs.lifecycle import LeasePolicy, Lifecycle
+from tasks.jobs.runner import RunnerServices
 from tasks.jobs.service import JobService
 from tasks.jobs.store import JobStore
 from tasks.overview import Overview
@@ -30,6 +31,7 @@ from tasks.storage.audit import AuditLog
 from tasks.storage.idempotency import IdempotencyStore
 from tasks.storage.quotas import QuotaPolicy, Quotas
 from tasks.webhooks.store import WebhookStore
+from tasks.workflows.compensation import CompensatorServices
 from tasks.workflows.inputs import StepInputs
 from tasks.workflows.saga import SagaPolicy, SagaStore
 from tasks.workflows.service import WorkflowService
@@ -130,7 +132,7 @@ class Services:
         overview = Overview(client, broker, settings.queue, routes, machines, metrics)
         return cls(settings, client, registry, store, lifecycle, artifacts, dispatcher, jobs,
                    workflow_store, workflows, step_inputs, EventLog(client), saga, machines,
-                   MachineService(machines, dispatcher), routes, metrics,
+                   MachineService(machines, dispatcher.refresh), routes, metrics,
                    AuditLog(client, settings.audit_max_entries), overview,
                    IdempotencyStore(client), webhooks,
                    reservations=Reservations(broker, celery) if broker is not None else None)
@@ -138,5 +140,10 @@ class Services:
 
 def current_services() -> Services:
     """The services of the current Flask app (also inside Celery tasks)."""
-    services: Services = current_app.extensions["chordline"]
+    services: Services = app_services()
     return services
+
+
+def _runs_with(services: Services) -> tuple[RunnerServices, CompensatorServices]:
+    """For mypy: the services satisfy what the runner and the compensator use of them."""
+    return services, services

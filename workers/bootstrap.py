@@ -17,7 +17,7 @@ from typing import Any
 from celery.signals import after_setup_task_logger
 
 from app import create_app
-from tasks.core.settings import ConfigError
+from tasks.core.errors import ConfigError
 from tasks.fleet.catalog import Catalog
 from tasks.fleet.model_cache import ModelCache
 from tasks.fleet.profile import DIFFUSION_TYPES, NodeProfile

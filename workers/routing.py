@@ -32,7 +32,8 @@ from tasks.fleet.machines import OwnState
 from tasks.fleet.offers import Offer, Route
 from tasks.fleet.placement import Estimates, Slot, pull_order
 from tasks.fleet.profile import NodeProfile
-from tasks.jobs.dispatch import REFRESH_ROUTES, RUN_JOB, RUN_STEP
+from tasks.fleet.refresh import REFRESH_ROUTES
+from tasks.jobs.message import RUN_JOB, RUN_STEP
 from tasks.services import Services
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Any
 from app.api import api_blueprint, json_body
 from app.errors import ApiError
 from app.schemas.machines import MACHINE_REGISTER
-from tasks.fleet.offers import MACHINE_ID
+from tasks.core.names import MACHINE_ID
 from tasks.services import current_services
 
 bp = api_blueprint("machines", __name__, operators_only=True)

@@ -37,7 +37,7 @@ from app.schemas.responses import ErrorSchema, EventSchema
 from app.schemas.sockets import SocketAckSchema, SocketErrorSchema, SocketMessageSchema
 from app.sessions import COOKIE
 from tasks.core.keys import RECORD_ID
-from tasks.fleet.offers import MACHINE_ID
+from tasks.core.names import MACHINE_ID
 
 INTRO = """\
 Run image-generation jobs and workflows on a fleet of GPU machines.

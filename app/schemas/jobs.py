@@ -7,8 +7,8 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from tasks.core import keys
+from tasks.core.names import LABEL_KEY, LABEL_VALUE, MODEL_NAME
 from tasks.core.statuses import JobStatus
-from tasks.fleet.offers import LABEL_KEY, LABEL_VALUE, MODEL_NAME
 from tasks.webhooks.store import CATEGORIES
 
 ID = validate.Regexp(keys.RECORD_ID, error="must be 1-64 letters, digits, _ or -")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from app.schemas.jobs import labels_field
-from tasks.fleet.offers import MACHINE_ID
+from tasks.core.names import MACHINE_ID
 
 
 class MachineRegisterSchema(Schema):

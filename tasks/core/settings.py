@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.fleet.offers import LABEL_KEY, LABEL_VALUE, MACHINE_ID
+from tasks.core.errors import ConfigError
+from tasks.core.names import LABEL_KEY, LABEL_VALUE, MACHINE_ID
 
 ENV_PREFIX = "CHORDLINE_"
 OPERATOR_TENANT = "*"
@@ -26,10 +27,6 @@ VIEWER = "@viewer"
 
 # Read by the `chordline` command-line client (app/client/config.py), not by the server.
 CLIENT_VARS = frozenset({"CHORDLINE_API_URL", "CHORDLINE_API_KEY"})
-
-
-class ConfigError(ValueError):
-    """A setting is unknown or malformed."""
 
 
 def _parse_bool(raw: str) -> bool:

@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 from marshmallow import Schema, ValidationError, fields, validate
 
-from tasks.core.settings import ConfigError
-from tasks.fleet.offers import MODEL_NAME
+from tasks.core.errors import ConfigError
+from tasks.core.names import MODEL_NAME
 
 log = logging.getLogger(__name__)
 # What marks a diffusers directory: a pipeline's index, or one model's config.

@@ -24,7 +24,7 @@ from tasks.core.scripts import Scripts
 from tasks.fleet.offers import Offer
 from tasks.fleet.placement import LoadedModel, Slot
 from tasks.fleet.profile import NodeProfile
-from tasks.jobs.dispatch import Dispatcher
+from tasks.fleet.refresh import RouteRefresh
 
 # How often, at most, a machine says what changed on it (machine.updated).
 UPDATE_INTERVAL_MS = 5000
@@ -299,7 +299,7 @@ class MachineService:
     once, so a drain stops new jobs there within moments."""
 
     store: MachineStore
-    dispatcher: Dispatcher
+    refresh: RouteRefresh
 
     def register(self, machine_id: str, labels: Mapping[str, str]) -> bool:
         created = self.store.register(machine_id, labels)
@@ -315,4 +315,4 @@ class MachineService:
 
     def _tell(self, machine_id: str) -> None:
         if hostnames := self.store.hostnames(machine_id):
-            self.dispatcher.refresh_routes(hostnames)
+            self.refresh.ask(hostnames)

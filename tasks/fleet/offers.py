@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}\Z")
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
-LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}\Z")
-LABEL_VALUE = re.compile(r"^[A-Za-z0-9._-]{0,63}\Z")
-MACHINE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+from tasks.core.names import MODEL_NAME, SAFE_NAME
 
 
 @dataclass(frozen=True)
@@ -189,3 +186,39 @@ def _missing(route: Route, candidates: list[Offer]) -> str | None:
         return (f"no online machine with {route.gpu_memory} GB of GPU memory "
                 f"has model {route.model}")
     return None
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a job needs from a worker, stored with the job; its route (tasks/fleet/offers.py)
+    sends it only where it fits. `gpu_memory` is in GB."""
+
+    gpu_memory: int
+    model_type: str
+    capabilities: list[str]
+    model: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"gpu_memory": self.gpu_memory, "model_type": self.model_type,
+                                "capabilities": list(self.capabilities)}
+        if self.model:
+            data["model"] = self.model
+        if self.labels:
+            data["labels"] = dict(self.labels)
+        return data
+
+    def for_model(self, base_gb: int, vram_gb: float) -> Requirements:
+        """With a known model: its memory replaces the type's estimate (`base_gb`); what
+        quality and batches add stays."""
+        return replace(self, gpu_memory=self.gpu_memory - base_gb + math.ceil(vram_gb))
+
+    def raised_by(self, request: Mapping[str, Any]) -> Requirements:
+        """These requirements with a submission's `requirements` object applied: it may
+        raise the GPU memory, never lower it; name a model, unless the handler names
+        another; and add labels. Raises ValueError on a conflicting model."""
+        model = request.get("model") or ""
+        if model and self.model and model != self.model:
+            raise ValueError(f"names model {model}, but the job runs model {self.model}")
+        return replace(self, gpu_memory=max(self.gpu_memory, request.get("gpu_memory") or 0),
+                       model=self.model or model, labels=dict(request.get("labels") or {}))

@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tasks.core.errors import JobError
 from tasks.fleet.catalog import CatalogModel
-from tasks.handlers.base import JobError
 
 log = logging.getLogger(__name__)
 # What may stay allocated on the GPU after every model is dropped, before the

@@ -18,9 +18,8 @@ import redis
 from tasks.core import keys
 from tasks.core.clock import iso
 from tasks.core.scripts import Scripts
-from tasks.fleet.offers import Offer, Route, label_pairs, unplaceable
+from tasks.fleet.offers import Offer, Requirements, Route, label_pairs, unplaceable
 from tasks.fleet.placement import Estimates, Waiting
-from tasks.handlers.base import Requirements
 
 # Weight of a new measurement in the running estimates.
 EWMA_WEIGHT = 0.3

@@ -1,19 +1,24 @@
-"""What a handler is, and what it gets to do its work."""
+"""What a handler is, and what it gets to do its work.
+
+`Requirements` (tasks/fleet/offers.py) and the errors a run raises (tasks/core/errors.py)
+are defined where the core and the fleet use them, and are part of the plugin API
+here (tasks/handlers/__init__.py).
+"""
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from marshmallow import Schema
 from PIL import Image
 
+from tasks.core.errors import JobError
 from tasks.fleet.catalog import Catalog
 from tasks.fleet.model_cache import ModelCache
-from tasks.fleet.offers import Gpu
+from tasks.fleet.offers import Gpu, Requirements
 from tasks.storage.artifacts import ArtifactStore, artifact_id_from_url
 
 
@@ -26,65 +31,6 @@ class Limits:
     max_image_side: int = 2048
     max_output_side: int = 8192
     max_job_timeout: int = 6 * 3600
-
-
-@dataclass(frozen=True)
-class Requirements:
-    """What a job needs from a worker, stored with the job; its route (tasks/fleet/offers.py)
-    sends it only where it fits. `gpu_memory` is in GB."""
-
-    gpu_memory: int
-    model_type: str
-    capabilities: list[str]
-    model: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"gpu_memory": self.gpu_memory, "model_type": self.model_type,
-                                "capabilities": list(self.capabilities)}
-        if self.model:
-            data["model"] = self.model
-        if self.labels:
-            data["labels"] = dict(self.labels)
-        return data
-
-    def for_model(self, base_gb: int, vram_gb: float) -> Requirements:
-        """With a known model: its memory replaces the type's estimate (`base_gb`); what
-        quality and batches add stays."""
-        return replace(self, gpu_memory=self.gpu_memory - base_gb + math.ceil(vram_gb))
-
-    def raised_by(self, request: Mapping[str, Any]) -> Requirements:
-        """These requirements with a submission's `requirements` object applied: it may
-        raise the GPU memory, never lower it; name a model, unless the handler names
-        another; and add labels. Raises ValueError on a conflicting model."""
-        model = request.get("model") or ""
-        if model and self.model and model != self.model:
-            raise ValueError(f"names model {model}, but the job runs model {self.model}")
-        return replace(self, gpu_memory=max(self.gpu_memory, request.get("gpu_memory") or 0),
-                       model=self.model or model, labels=dict(request.get("labels") or {}))
-
-
-class JobError(Exception):
-    """A failure with a stable code; `retryable=False` fails the job at once."""
-
-    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-
-
-class LeaseLost(Exception):
-    """Another run took this job over: stop without writing an outcome."""
-
-
-class StepStopped(Exception):
-    """The step's workflow is compensating and the handler allows it to stop: the
-    step is cancelled, and what it saved so far is deleted."""
-
-    def __init__(self, percent: int) -> None:
-        super().__init__(f"stopped at {percent}%")
-        self.percent = percent
 
 
 @dataclass

@@ -19,10 +19,11 @@ from typing import Any
 
 from PIL import Image
 
+from tasks.core.errors import JobError
 from tasks.fleet import pipelines
 from tasks.fleet.catalog import CatalogModel
 from tasks.fleet.model_cache import Acquired
-from tasks.handlers.base import JobContext, JobError
+from tasks.handlers.base import JobContext
 from tasks.handlers.images import ControlNet, ImageJob, ImageToImage, TextToImage, Upscale
 
 

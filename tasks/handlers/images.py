@@ -16,8 +16,9 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from PIL import Image, ImageFilter, ImageOps
 
-from tasks.fleet.offers import MODEL_NAME
-from tasks.handlers.base import Handler, JobContext, Limits, Requirements
+from tasks.core.names import MODEL_NAME
+from tasks.fleet.offers import Requirements
+from tasks.handlers.base import Handler, JobContext, Limits
 from tasks.storage.artifacts import artifact_id_from_url
 
 MAX_SEED = 2**32 - 1

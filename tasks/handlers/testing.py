@@ -11,7 +11,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from tasks.fleet.offers import MODEL_NAME
+from tasks.core.names import MODEL_NAME
 from tasks.handlers.base import (
     CompensationContext,
     Handler,

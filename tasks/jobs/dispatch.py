@@ -13,58 +13,29 @@ import base64
 import json
 import logging
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from celery import Celery
 from celery.canvas import Signature
 from kombu import serialization
 
+from tasks.fleet.refresh import RouteRefresh
 from tasks.jobs.lifecycle import Lifecycle
+from tasks.jobs.message import (
+    COMPENSATE,
+    COMPENSATION_PRIORITY,
+    HARD_LIMIT_GRACE,
+    JOIN,
+    PERSISTENT,
+    RUN_JOB,
+    RUN_STEP,
+    Prepared,
+    broker_lists,
+    broker_priority,
+)
 from tasks.jobs.store import Job
 
 log = logging.getLogger(__name__)
-
-RUN_JOB = "chordline.run_job"
-RUN_STEP = "chordline.run_step"
-JOIN = "chordline.join"
-COMPENSATE = "chordline.compensate"
-# The worker control command that makes workers look at the routes again (workers/routing.py).
-REFRESH_ROUTES = "chordline_refresh_routes"
-# Undoing a failed workflow (refunds, deletions) goes ahead of new work.
-COMPENSATION_PRIORITY = 100
-PRIORITY_LEVELS = 10
-# On Redis, kombu keeps one list per queue and priority step: `queue`, `queue:1` ... `queue:9`.
-PRIORITY_STEPS = range(PRIORITY_LEVELS)
-PRIORITY_SEP = ":"
-# AMQP's delivery mode for a message that survives a broker restart (kombu's default).
-PERSISTENT = 2
-# Seconds between the soft time limit (the handler is interrupted and the job
-# fails cleanly) and the hard one (the process is killed).
-HARD_LIMIT_GRACE = 30
-
-
-def broker_priority(priority: int, *, broker_is_redis: bool) -> int:
-    """Map our 0-100 (higher is more urgent) onto Celery's 0-9.
-
-    Redis serves priority 0 first; RabbitMQ serves the highest number first.
-    """
-    level = round(priority * (PRIORITY_LEVELS - 1) / 100)
-    return (PRIORITY_LEVELS - 1 - level) if broker_is_redis else level
-
-
-def broker_lists(queue: str) -> list[str]:
-    """The Redis lists that hold a queue's messages, one per priority step."""
-    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A job's broker message as kombu would push it: the list and the payload."""
-
-    queue_list: str
-    payload: str
-
 
 @dataclass(frozen=True)
 class JobCall:
@@ -98,8 +69,11 @@ class Dispatcher:
     broker_is_redis: bool
     # The broker is the job store's Redis (same server and database): see `prepare`.
     broker_is_store: bool = False
-    # Route queues this process has told the workers about.
-    _announced: set[str] = field(default_factory=set)
+    # Asks the workers to look at the routes again when a route is new to this process.
+    refresh: RouteRefresh = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.refresh = RouteRefresh(self.celery, self.queue)
 
     def publish(self, job: Job, countdown: float | None = None) -> None:
         """Publish the job's message; raises if the broker cannot take it.
@@ -126,7 +100,7 @@ class Dispatcher:
             ignore_result=True,
         )
         self.lifecycle.published(job.id)
-        self.announce([queue])
+        self.refresh.announce([queue])
 
     def prepare(self, call: JobCall) -> Prepared | None:
         """A new job's message, for the job store to push as it stores the job; None
@@ -156,34 +130,6 @@ class Dispatcher:
         message = {"body": base64.b64encode(raw).decode(), "content-encoding": content_encoding,
                    "content-type": content_type, "headers": headers, "properties": properties}
         return Prepared(broker_lists(call.queue)[priority], json.dumps(message))
-
-    def announce(self, queues: Iterable[str]) -> None:
-        """Ask the workers to look at the routes again when a queue is new to this process,
-        so that a new route's first job is pulled at once rather than at their next look."""
-        new = set(queues) - self._announced - {self.queue}
-        if not new:
-            return
-        # Claimed before the broadcast: the concurrent first submits of a new route
-        # (greenlets of one gunicorn worker) send one request between them, not one each.
-        self._announced |= new
-        if not self.refresh_routes():
-            self._announced -= new
-
-    def refresh_routes(self, hostnames: list[str] | None = None) -> bool:
-        """Ask workers (all, or these) to look at the routes again now; they also do
-        by themselves every CHORDLINE_ROUTING_INTERVAL, so a lost request costs only time."""
-        try:
-            # A connection of its own, never one from the pool: `broadcast` holds the
-            # connection it acquires while the mailbox acquires a producer from the same
-            # pool (kombu's pidbox), so concurrent broadcasts on a pooled one can all hold
-            # one connection and wait for a second that never comes: the API hung so.
-            with self.celery.connection_for_write() as connection:
-                self.celery.control.broadcast(REFRESH_ROUTES, destination=hostnames,
-                                              connection=connection)
-        except Exception:
-            log.warning("could not ask the workers to refresh their routes", exc_info=True)
-            return False
-        return True
 
     def step(self, call: StepCall) -> Signature:
         """The signature that runs one workflow step (its task id is the job id)."""

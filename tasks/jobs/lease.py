@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import redis
 
-from tasks.handlers.base import LeaseLost, StepStopped
+from tasks.core.errors import LeaseLost, StepStopped
 from tasks.jobs.lifecycle import Lease, Lifecycle
 
 log = logging.getLogger(__name__)

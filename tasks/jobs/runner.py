@@ -13,7 +13,8 @@ import os
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import redis
 from celery import Task, shared_task
@@ -21,15 +22,67 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 
 from tasks.core.clock import now_ms
+from tasks.core.context import app_services
+from tasks.core.errors import JobError, LeaseLost, StepStopped
+from tasks.core.settings import Settings
 from tasks.core.statuses import JobStatus
-from tasks.handlers.base import JobContext, JobError, LeaseLost, StepStopped
-from tasks.jobs.dispatch import HARD_LIMIT_GRACE, RUN_JOB
+from tasks.fleet.machines import MachineStore
+from tasks.fleet.model_cache import ModelCache
+from tasks.fleet.profile import NodeProfile
+from tasks.fleet.routes import RouteStore
+from tasks.handlers.base import JobContext
+from tasks.handlers.registry import HandlerRegistry
+from tasks.jobs.dispatch import Dispatcher
 from tasks.jobs.lease import LeaseKeeper, ProgressReporter
-from tasks.jobs.lifecycle import ClaimOutcome, Outcome
-from tasks.jobs.store import Job
-from tasks.services import Services, current_services
+from tasks.jobs.lifecycle import ClaimOutcome, Lifecycle, Outcome
+from tasks.jobs.message import HARD_LIMIT_GRACE, RUN_JOB
+from tasks.jobs.store import Job, JobStore
+from tasks.storage.artifacts import ArtifactStore
 
 log = get_task_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a claimed job runs with, or why it is skipped (a workflow step's `when`)."""
+
+    parameters: Mapping[str, Any]
+    skip_reason: str | None = None
+
+
+class InputPreparer(Protocol):
+    """Reads what a job runs with before it runs (tasks/workflows/inputs.py: a step's
+    conditions and the image its dependencies made)."""
+
+    def prepare(self, job: Job) -> RunPlan: ...
+
+
+class RunnerServices(Protocol):
+    """What a run uses of its process's services (tasks/services.py builds them; this
+    room below it names only what it needs, so nothing here imports the builder)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def node(self) -> NodeProfile | None: ...
+    @property
+    def models(self) -> ModelCache | None: ...
+    @property
+    def lifecycle(self) -> Lifecycle: ...
+    @property
+    def store(self) -> JobStore: ...
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+    @property
+    def step_inputs(self) -> InputPreparer: ...
+    @property
+    def registry(self) -> HandlerRegistry: ...
+    @property
+    def artifacts(self) -> ArtifactStore: ...
+    @property
+    def routes(self) -> RouteStore: ...
+    @property
+    def machines(self) -> MachineStore: ...
 correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
 MAX_BACKOFF = 300
 
@@ -57,7 +110,7 @@ def run_job(self: Task, job_id: str) -> str:
 def run_in_task(task: Task, job_id: str, envelope: str = "") -> str:
     """Run a job from inside a Celery task, under the task's hard time limit."""
     hard_limit = (task.request.timelimit or (None, None))[0] or HARD_LIMIT_GRACE
-    runner = JobRunner(current_services(), task.request.hostname or "worker")
+    runner = JobRunner(app_services(), task.request.hostname or "worker")
     try:
         return runner.run(job_id, now_ms() + int(hard_limit * 1000), envelope)
     except redis.ConnectionError as exc:
@@ -66,7 +119,7 @@ def run_in_task(task: Task, job_id: str, envelope: str = "") -> str:
 
 
 class JobRunner:
-    def __init__(self, services: Services, worker_id: str) -> None:
+    def __init__(self, services: RunnerServices, worker_id: str) -> None:
         self._s = services
         self._worker_id = worker_id
 

@@ -17,9 +17,9 @@ from marshmallow import ValidationError
 from tasks.core.settings import Settings
 from tasks.fleet.catalog import default_model
 from tasks.fleet.machines import MachineStore
-from tasks.fleet.offers import Route, unplaceable
+from tasks.fleet.offers import Requirements, Route, unplaceable
 from tasks.fleet.routes import route_fields, route_for
-from tasks.handlers.base import Handler, Requirements
+from tasks.handlers.base import Handler
 from tasks.handlers.images import ImageJob
 from tasks.handlers.registry import HandlerRegistry
 from tasks.jobs.dispatch import Dispatcher, JobCall
@@ -114,7 +114,7 @@ class JobService:
             self.quotas.refuse(exc.outcome, exc.detail)
             raise
         if message is not None:
-            self.dispatcher.announce([new.route["route"]])
+            self.dispatcher.refresh.announce([new.route["route"]])
             return job
         try:
             self.dispatcher.publish(job)

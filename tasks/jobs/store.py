@@ -12,7 +12,7 @@ import binascii
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
+from typing import Any, ClassVar, Self, cast
 
 import redis
 
@@ -21,11 +21,9 @@ from tasks.core.clock import iso, now_ms
 from tasks.core.events import EventType, is_event_field
 from tasks.core.scripts import Scripts
 from tasks.core.statuses import CANCELLABLE, JobStatus
+from tasks.jobs.message import Prepared
 from tasks.storage.quotas import Admission, Refused
 from tasks.webhooks.store import JOB_EVENTS, webhook_fields
-
-if TYPE_CHECKING:
-    from tasks.jobs.dispatch import Prepared
 
 JSON_FIELDS = ("parameters", "requirements", "result", "error", "depends_on", "when",
                "compensation_error")

@@ -12,21 +12,26 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from celery import Task, shared_task
 from celery.exceptions import Reject
 
 from tasks.core.clock import iso
+from tasks.core.context import app_services
+from tasks.core.errors import JobError
 from tasks.core.statuses import TO_COMPENSATE
-from tasks.handlers.base import CompensationContext, JobError
-from tasks.jobs.dispatch import COMPENSATE
+from tasks.handlers.base import CompensationContext
+from tasks.handlers.registry import HandlerRegistry
+from tasks.jobs.dispatch import Dispatcher
 from tasks.jobs.lease import LeaseKeeper
+from tasks.jobs.message import COMPENSATE
 from tasks.jobs.runner import backoff
 from tasks.jobs.store import Job
-from tasks.services import Services, current_services
-from tasks.workflows.saga import Attempt, compensation_order
+from tasks.storage.artifacts import ArtifactStore
+from tasks.workflows.saga import Attempt, SagaStore, compensation_order
+from tasks.workflows.store import WorkflowStore
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +41,29 @@ log = logging.getLogger(__name__)
 def compensate(self: Task, workflow_id: str) -> str:
     """Run the workflow's compensation; the return value says what happened."""
     try:
-        return Compensator(current_services()).run(workflow_id)
+        return Compensator(app_services()).run(workflow_id)
     except redis.ConnectionError as exc:
         # The lease (if taken) runs out and the reaper publishes the run again.
         raise Reject(str(exc), requeue=True) from exc
 
 
+class CompensatorServices(Protocol):
+    """What a compensation run uses of its process's services (tasks/services.py)."""
+
+    @property
+    def saga(self) -> SagaStore: ...
+    @property
+    def workflow_store(self) -> WorkflowStore: ...
+    @property
+    def registry(self) -> HandlerRegistry: ...
+    @property
+    def artifacts(self) -> ArtifactStore: ...
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+
+
 class Compensator:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: CompensatorServices) -> None:
         self._s = services
 
     def run(self, workflow_id: str) -> str:

@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 
 from tasks.core import keys
-from tasks.handlers.base import JobError
+from tasks.core.errors import JobError
 from tasks.handlers.registry import HandlerRegistry
+from tasks.jobs.runner import RunPlan
 from tasks.jobs.store import Job
 from tasks.workflows.conditions import Condition, first_unmet
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    """What a claimed job runs with, or why it is skipped."""
-
-    parameters: Mapping[str, Any]
-    skip_reason: str | None = None
 
 
 class StepInputs:
@@ -37,20 +29,20 @@ class StepInputs:
         self._registry = registry
         self._max_output_side = max_output_side
 
-    def prepare(self, job: Job) -> StepPlan:
+    def prepare(self, job: Job) -> RunPlan:
         conditions = [Condition.from_dict(c) for c in job.get("when") or []]
         takes_input = job.get("input_from_deps") and not job["parameters"].get("image_url")
         if not job.get("workflow_id") or not job.get("depends_on") or not (
                 conditions or takes_input):
-            return StepPlan(job["parameters"])  # nothing to read of its dependencies
+            return RunPlan(job["parameters"])  # nothing to read of its dependencies
         outcomes = self._outcomes(job)
         unmet = first_unmet(conditions, outcomes)
         if unmet is not None:
-            return StepPlan(job["parameters"], f"Condition not met: {unmet.describe()}")
+            return RunPlan(job["parameters"], f"Condition not met: {unmet.describe()}")
         parameters = dict(job["parameters"])
         if takes_input:
             self._take_input(job, parameters, outcomes)
-        return StepPlan(parameters)
+        return RunPlan(parameters)
 
     def _outcomes(self, job: Job) -> dict[int, dict[str, Any]]:
         """`{step index: {status, result}}` for the step's dependencies, in one round trip."""

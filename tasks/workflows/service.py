@@ -165,7 +165,7 @@ class WorkflowService:
 
     def _apply(self, workflow_id: str, canvas: Segmented, steps: Sequence[StepCall]) -> None:
         canvas.head.apply_async()
-        self.dispatcher.announce(step.queue for step in steps)
+        self.dispatcher.refresh.announce(step.queue for step in steps)
         self.store.published(workflow_id)
 
     def _validate(self, tenant: str, request: Mapping[str, Any],

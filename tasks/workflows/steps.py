@@ -16,7 +16,7 @@ import json
 from celery import Task, shared_task
 from celery.exceptions import Ignore
 
-from tasks.jobs.dispatch import JOIN, RUN_STEP
+from tasks.jobs.message import JOIN, RUN_STEP
 from tasks.jobs.runner import run_in_task
 
 # Outcomes after which the step is settled and the canvas may go on.

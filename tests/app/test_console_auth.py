@@ -6,7 +6,8 @@ import pytest
 import requests
 
 from app.sessions import FAILURES_PREFIX, MAX_REFUSALS
-from tasks.core.settings import ConfigError, Settings
+from tasks.core.errors import ConfigError
+from tasks.core.settings import Settings
 from tasks.services import Services
 from tests.support import LiveServer
 

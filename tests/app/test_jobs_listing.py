@@ -9,7 +9,7 @@ from flask import Flask
 
 from app import create_app
 from tasks.core import keys
-from tasks.jobs.dispatch import broker_lists
+from tasks.jobs.message import broker_lists
 from tasks.jobs.store import Job
 from tasks.services import Services
 from tests.support import Api, overrides_from_env, wait_for

@@ -8,7 +8,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasks.jobs.dispatch import RUN_JOB
+from tasks.jobs.message import RUN_JOB
 from tests.support import Api, LiveServer, Socket, WebProcess, WorkerProcess, wait_for
 
 OPERATOR = {"authorization": "Bearer key-operator"}

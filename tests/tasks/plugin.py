@@ -6,8 +6,7 @@ from typing import Any
 
 from marshmallow import Schema
 
-from tasks.handlers.base import Handler, JobContext, Limits
-from tasks.handlers.registry import HandlerRegistry
+from tasks.handlers import Handler, HandlerRegistry, JobContext, Limits
 
 
 class Watermark(Handler):

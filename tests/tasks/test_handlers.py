@@ -7,12 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from tasks.handlers.base import Limits, Requirements
+from tasks.handlers import Limits, Requirements
 from tasks.handlers.preview import LanczosUpscale as Upscale
 from tasks.handlers.preview import PreviewTextToImage as TextToImage
 from tasks.handlers.registry import build_registry
 from tasks.handlers.render import paint
-from tasks.jobs.dispatch import broker_priority
+from tasks.jobs.message import broker_priority
 
 LIMITS = Limits()
 

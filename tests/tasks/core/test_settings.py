@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.core.settings import ConfigError, Settings
+from tasks.core.errors import ConfigError
+from tasks.core.settings import Settings
 
 
 def test_defaults_are_safe_and_the_broker_follows_redis() -> None:

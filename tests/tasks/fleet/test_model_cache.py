@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tasks.core.settings import ConfigError
+from tasks.core.errors import ConfigError
 from tasks.fleet.catalog import Catalog
 from tasks.fleet.model_cache import ModelCache, ModelTooLarge
 

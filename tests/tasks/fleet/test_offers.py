@@ -7,16 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from tasks.fleet.offers import (
-    LABEL_KEY,
-    LABEL_VALUE,
-    MACHINE_ID,
-    MODEL_NAME,
-    SAFE_NAME,
-    Offer,
-    Route,
-    unplaceable,
-)
+from tasks.core.names import LABEL_KEY, LABEL_VALUE, MACHINE_ID, MODEL_NAME, SAFE_NAME
+from tasks.fleet.offers import Offer, Route, unplaceable
 
 GPU = Offer("m1", gpu_types=frozenset({"simulate"}), cpu_types=frozenset({"echo"}),
             models={"sdxl": frozenset(), "flux": frozenset({"simulate"})},

@@ -13,8 +13,9 @@ from celery import Celery
 
 from tasks.celery_app import celery_config
 from tasks.core.settings import Settings
-from tasks.jobs.dispatch import RUN_JOB, Dispatcher, JobCall, broker_lists, broker_priority
+from tasks.jobs.dispatch import Dispatcher, JobCall
 from tasks.jobs.lifecycle import LeasePolicy, Lifecycle
+from tasks.jobs.message import RUN_JOB, broker_lists, broker_priority
 
 POLICY = LeasePolicy(lease_seconds=1, max_deliveries=1, outbox_grace=1, retention=1)
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from tasks.handlers.base import LeaseLost, StepStopped
+from tasks.core.errors import LeaseLost, StepStopped
 from tasks.jobs.lease import LeaseKeeper, ProgressReporter
 from tasks.jobs.lifecycle import Lease, Lifecycle
 from tasks.jobs.store import JobStore
