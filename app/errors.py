@@ -16,7 +16,7 @@ from flask import Flask, Response, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from tasks.storage.quotas import QuotaExceeded
+from tasks.core.errors import ChordlineError, Unavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -30,38 +30,20 @@ HTTP_CODES = {
 }
 
 
-class ApiError(Exception):
-    """A 4xx (or 503) with a stable code; `retry_after` (seconds) becomes Retry-After."""
+class ApiError(ChordlineError):
+    """An answer the web layer itself decides on (a bad header, a missing record): the
+    hierarchy's base with its status given here."""
 
     def __init__(self, status: int, code: str, message: str,
                  details: Mapping[str, Any] | None = None,
                  retry_after: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, code=code, details=details, retry_after=retry_after)
         self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-        self.retry_after = retry_after
 
 
-def validation_failed(code: str, what: str, errors: Mapping[str, Any]) -> ApiError:
+def validation_failed(code: str, what: str, errors: Mapping[str, Any]) -> ValidationFailed:
     """A 400 whose message reads like the seed's: 'Job validation failed: a, b'."""
-    flat = flatten(errors)
-    parts = [m if name.split(".")[-1].lower() in m.lower() else f"{name}: {m}"
-             for name, messages in flat.items() for m in messages]
-    return ApiError(400, code, f"{what} validation failed: {', '.join(parts)}", flat)
-
-
-def flatten(errors: Mapping[str, Any], prefix: str = "") -> dict[str, list[str]]:
-    flat: dict[str, list[str]] = {}
-    for name, value in errors.items():
-        key = prefix if name == "_schema" and prefix else (
-            f"{prefix}.{name}" if prefix else str(name))
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, key))
-        else:
-            flat.setdefault(key, []).extend(str(v) for v in value)
-    return flat
+    return ValidationFailed(errors, code=code, what=what)
 
 
 def error_response(status: int, code: str, message: str,
@@ -73,8 +55,11 @@ def error_response(status: int, code: str, message: str,
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def on_api_error(exc: ApiError) -> tuple[Response, int]:
+    @app.errorhandler(ChordlineError)
+    def on_chordline_error(exc: ChordlineError) -> tuple[Response, int]:
+        """Every error of the hierarchy (tasks/core/errors.py), with its code and status."""
+        if exc.status >= 500 and not isinstance(exc, Unavailable):
+            return on_unexpected(exc)
         response, status = error_response(exc.status, exc.code, exc.message, exc.details)
         if exc.retry_after is not None:
             response.headers["Retry-After"] = str(exc.retry_after)
@@ -90,12 +75,6 @@ def register_error_handlers(app: Flask) -> None:
         # What the exception says besides its page: a 405's Allow, a 416's Content-Range.
         response.headers.extend((name, value) for name, value in exc.get_headers()
                                 if name.lower() != "content-type")
-        return response, status
-
-    @app.errorhandler(QuotaExceeded)
-    def on_quota(exc: QuotaExceeded) -> tuple[Response, int]:
-        response, status = error_response(429, exc.code, exc.message)
-        response.headers["Retry-After"] = str(exc.retry_after)
         return response, status
 
     @app.errorhandler(redis.RedisError)

@@ -26,6 +26,7 @@ import redis
 
 from tasks.core import keys
 from tasks.core.clock import now_ms
+from tasks.core.errors import Unavailable
 from tasks.core.events import EVERYTHING, EventLog, Feed, parse_id
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,10 @@ EventId = tuple[int, int]
 REPLAY_PATIENCE_S = 10.0
 
 
-class HubUnavailable(RuntimeError):
+class HubUnavailable(Unavailable):
     """The pub/sub connection could not be established."""
+
+    default_code = "EVENTS_UNAVAILABLE"
 
 
 @dataclass

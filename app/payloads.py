@@ -14,9 +14,13 @@ from typing import Any
 
 from flask.json.provider import DefaultJSONProvider
 
+from tasks.core.errors import InvalidInput
 
-class NestingTooDeep(ValueError):
+
+class NestingTooDeep(InvalidInput):
     """A JSON text nested past what the parser can follow."""
+
+    default_code = "INVALID_JSON"
 
 
 # No request of ours nests deeper; far below the parser's and the encoder's limits,

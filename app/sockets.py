@@ -27,7 +27,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from app import payloads
 from app.auth import authenticate, check_origin
-from app.errors import ApiError, error_response, flatten
+from app.errors import ApiError, error_response
 from app.event_hub import (
     EVERYTHING,
     EventHub,
@@ -37,6 +37,7 @@ from app.event_hub import (
 )
 from app.prometheus import WEBSOCKETS
 from app.schemas.sockets import SOCKET_MESSAGE
+from tasks.core.errors import flatten
 from tasks.core.settings import OPERATOR_TENANT
 from tasks.services import Services, current_services
 from tasks.storage.quotas import SEAT_SECONDS

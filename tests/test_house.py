@@ -1,4 +1,5 @@
-"""The house keeps its shape: floors that import only downwards, no cycle, a short README.
+"""The house keeps its shape: floors that import only downwards, no cycle, one error
+hierarchy, a short README.
 
 `make lint` runs import-linter with the contracts in setup.cfg; these tests show that
 it passes on the tree as it is and fails on the two faults it is there for (an import
@@ -8,6 +9,8 @@ up the house, a cycle), on a copy of the tree with one line added.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.core.errors import ChordlineError
 from tasks.core.settings import CLIENT_VARS, Settings
 from tests.support import ROOT
 
@@ -83,3 +87,16 @@ def test_the_settings_table_lists_every_variable_the_code_reads() -> None:
     read = {f.metadata["env"] for f in dataclasses.fields(Settings) if "env" in f.metadata}
     # the command-line client's own two (app/client/config.py) are documented beside them
     assert documented - CLIENT_VARS == read
+
+
+def test_every_error_the_code_defines_is_of_the_one_hierarchy() -> None:
+    found = []
+    for package in ("app", "tasks", "workers"):
+        for info in pkgutil.walk_packages([str(ROOT / package)], f"{package}."):
+            if info.name in {"workers.bootstrap", "app.gunicorn_conf"}:  # build a process
+                continue
+            module = importlib.import_module(info.name)
+            found += [cls for cls in vars(module).values() if isinstance(cls, type)
+                      and issubclass(cls, BaseException) and cls.__module__ == info.name]
+    assert len(found) >= 20
+    assert [cls for cls in found if not issubclass(cls, ChordlineError)] == []

@@ -10,7 +10,6 @@ from app.api import api_blueprint
 from app.auth import current_tenant
 from app.errors import ApiError
 from tasks.services import current_services
-from tasks.storage.artifacts import InvalidImage
 
 bp = api_blueprint("artifacts", __name__)
 
@@ -25,10 +24,7 @@ def upload() -> tuple[dict[str, Any], int]:
     if not data:
         raise ApiError(400, "INVALID_UPLOAD",
                        "Send an image as multipart field 'file' or as the body")
-    try:
-        artifact = services.artifacts.save_upload(data, current_tenant())
-    except InvalidImage as exc:
-        raise ApiError(400, "INVALID_UPLOAD", str(exc)) from None
+    artifact = services.artifacts.save_upload(data, current_tenant())
     return {"success": True, "artifact": artifact.public()}, 201
 
 

@@ -11,15 +11,13 @@ from app.api import api_blueprint, json_body, query
 from app.api.events import history
 from app.api.idempotency_key import idempotent
 from app.auth import current_tenant
-from app.errors import ApiError, validation_failed
+from app.errors import ApiError
 from app.schemas.jobs import JOB, JOB_CANCEL, JOB_LIST_QUERY, JOB_SUBMIT, TIMEFRAME_QUERY
 from app.waiting import applied, requested_wait, wait_until_final
 from tasks.core import keys
 from tasks.core.clock import now_ms
 from tasks.core.events import job_feed
 from tasks.core.statuses import SUBMITTED
-from tasks.jobs.service import BrokerUnavailable, InvalidJob, NotFound, StepOfWorkflow
-from tasks.jobs.store import InvalidCursor
 from tasks.services import current_services
 
 bp = api_blueprint("jobs", __name__)
@@ -32,15 +30,7 @@ def submit() -> dict[str, Any] | Response:
     """Validate and queue a job; the answer's status is `submitted`."""
     request = json_body(JOB_SUBMIT, "JOB_SUBMISSION_FAILED", "Job")
     services = current_services()
-    try:
-        job = services.jobs.submit(current_tenant(), request, g.correlation_id)
-    except InvalidJob as exc:
-        raise validation_failed("JOB_SUBMISSION_FAILED", "Job", exc.errors) from None
-    except NotFound as exc:
-        raise ApiError(404, exc.code, exc.message) from None
-    except BrokerUnavailable:
-        raise ApiError(503, "BROKER_UNAVAILABLE",
-                       "The message broker is unavailable; the job was not accepted") from None
+    job = services.jobs.submit(current_tenant(), request, g.correlation_id)
     wait = requested_wait()
     if wait is None:
         return {"success": True, "job_id": job.id, "status": SUBMITTED}
@@ -90,13 +80,8 @@ def cancel(job_id: str) -> dict[str, Any]:
     """Cancel a job that has not started (or, with `terminate`, a running one); a
     finished job answers 409."""
     body = json_body(JOB_CANCEL, "INVALID_REQUEST", "Cancel", optional=True)
-    try:
-        result = current_services().jobs.cancel(job_id, current_tenant(), body["reason"],
-                                                body["terminate"])
-    except NotFound as exc:
-        raise ApiError(404, exc.code, exc.message) from None
-    except StepOfWorkflow as exc:
-        raise ApiError(409, "JOB_NOT_CANCELLABLE", str(exc)) from None
+    result = current_services().jobs.cancel(job_id, current_tenant(), body["reason"],
+                                            body["terminate"])
     if not result.cancelled:
         raise ApiError(409, "JOB_NOT_CANCELLABLE", f"Cannot cancel job in status: {result.status}")
     return {"success": True, "message": "Job cancelled successfully"}
@@ -115,12 +100,9 @@ def stats() -> dict[str, Any]:
 def list_jobs() -> dict[str, Any]:
     """Newest first, filtered by `status` and `type`; follow `next_cursor` for more."""
     args = query(JOB_LIST_QUERY, "INVALID_QUERY", "Invalid list query")
-    try:
-        page = current_services().store.page(
-            current_tenant(), status=args.get("status"), job_type=args.get("type"),
-            limit=args["limit"], cursor=args.get("cursor"))
-    except InvalidCursor as exc:
-        raise ApiError(400, "INVALID_CURSOR", str(exc)) from None
+    page = current_services().store.page(
+        current_tenant(), status=args.get("status"), job_type=args.get("type"),
+        limit=args["limit"], cursor=args.get("cursor"))
     return {"success": True, "jobs": [JOB.dump(j.fields) for j in page.jobs],
             "next_cursor": page.next_cursor}
 

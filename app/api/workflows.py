@@ -11,7 +11,7 @@ from app.api.events import history
 from app.api.idempotency_key import idempotent
 from app.api.jobs import TIMEFRAMES_MS
 from app.auth import current_tenant
-from app.errors import ApiError, validation_failed
+from app.errors import ApiError
 from app.schemas.jobs import TIMEFRAME_QUERY
 from app.schemas.workflows import (
     STEP_STATUS,
@@ -24,10 +24,8 @@ from tasks.core import keys
 from tasks.core.clock import now_ms
 from tasks.core.events import workflow_feed
 from tasks.core.statuses import JobStatus, WorkflowStatus
-from tasks.jobs.service import BrokerUnavailable, NotFound
-from tasks.jobs.store import InvalidCursor, Job
+from tasks.jobs.store import Job
 from tasks.services import current_services
-from tasks.workflows.service import InvalidWorkflow, NotCancellable, NotCompensable
 from tasks.workflows.store import Workflow
 
 bp = api_blueprint("workflows", __name__)
@@ -40,14 +38,7 @@ DONE = (JobStatus.COMPLETED, JobStatus.SKIPPED)
 def create() -> dict[str, Any]:
     """Validate the steps, store them as jobs and publish the compiled canvas."""
     request = json_body(WORKFLOW_CREATE, CODE, "Workflow")
-    try:
-        workflow = current_services().workflows.create(current_tenant(), request,
-                                                       g.correlation_id)
-    except InvalidWorkflow as exc:
-        raise validation_failed(CODE, "Workflow", exc.errors) from None
-    except BrokerUnavailable:
-        raise ApiError(503, "BROKER_UNAVAILABLE",
-                       "The message broker is unavailable; the workflow was not accepted") from None
+    workflow = current_services().workflows.create(current_tenant(), request, g.correlation_id)
     return {"success": True, "workflow_id": workflow.id, "job_ids": workflow.job_ids}
 
 
@@ -85,14 +76,9 @@ def cancel(workflow_id: str) -> dict[str, Any]:
     """Cancel the steps that have not started; `terminate` stops running ones too, and
     `compensate` undoes the completed ones (the workflow ends compensated)."""
     body = json_body(WORKFLOW_CANCEL, "INVALID_REQUEST", "Cancel", optional=True)
-    try:
-        summary = current_services().workflows.cancel(
-            workflow_id, current_tenant(), body["reason"], terminate=body["terminate"],
-            compensate=body["compensate"])
-    except NotFound as exc:
-        raise ApiError(404, exc.code, exc.message) from None
-    except NotCancellable as exc:
-        raise ApiError(409, "WORKFLOW_NOT_CANCELLABLE", str(exc)) from None
+    summary = current_services().workflows.cancel(
+        workflow_id, current_tenant(), body["reason"], terminate=body["terminate"],
+        compensate=body["compensate"])
     compensating = summary.status == WorkflowStatus.COMPENSATING
     verb = "cancelled; compensating its completed steps" if compensating else "cancelled"
     return {"success": True, "status": summary.status,
@@ -103,12 +89,7 @@ def cancel(workflow_id: str) -> dict[str, Any]:
 @bp.post("/<workflow_id>/compensate")
 def compensate(workflow_id: str) -> tuple[dict[str, Any], int]:
     """Retry a failed compensation, or undo a cancelled workflow's completed steps."""
-    try:
-        status = current_services().workflows.compensate(workflow_id, current_tenant())
-    except NotFound as exc:
-        raise ApiError(404, exc.code, exc.message) from None
-    except NotCompensable as exc:
-        raise ApiError(409, "WORKFLOW_NOT_COMPENSABLE", str(exc)) from None
+    status = current_services().workflows.compensate(workflow_id, current_tenant())
     return {"success": True, "status": status,
             "message": "Compensation started; follow it at the workflow's status or events"}, 202
 
@@ -125,12 +106,9 @@ def stats() -> dict[str, Any]:
 def list_workflows() -> dict[str, Any]:
     """Newest first, filtered by `status`; follow `next_cursor` for more."""
     args = query(WORKFLOW_LIST_QUERY, "INVALID_QUERY", "Invalid list query")
-    try:
-        page = current_services().workflow_store.page(
-            current_tenant(), status=args.get("status"), limit=args["limit"],
-            cursor=args.get("cursor"))
-    except InvalidCursor as exc:
-        raise ApiError(400, "INVALID_CURSOR", str(exc)) from None
+    page = current_services().workflow_store.page(
+        current_tenant(), status=args.get("status"), limit=args["limit"],
+        cursor=args.get("cursor"))
     return {"success": True, "workflows": [_summary(w) for w in page.workflows],
             "next_cursor": page.next_cursor}
 

@@ -16,6 +16,7 @@ from typing import Any
 import requests
 from simple_websocket import Client, ConnectionClosed, ConnectionError
 
+from tasks.core.errors import ChordlineError
 from tasks.core.events import EventType, parse_id
 
 # The events after which a job or workflow changes no more.
@@ -28,13 +29,12 @@ FINAL_EVENTS = {
 }
 
 
-class ClientError(Exception):
+class ClientError(ChordlineError):
     """The API refused a request: its HTTP status, error code and message."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message} (HTTP {status})")
+        super().__init__(f"{code}: {message} (HTTP {status})", code=code)
         self.status = status
-        self.code = code
         self.message = message
 
 

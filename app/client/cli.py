@@ -18,6 +18,7 @@ from simple_websocket import ConnectionError as SocketRefused
 
 from app.client import FINAL_EVENTS, ChordlineClient, ClientError
 from app.client.config import ClientSettings
+from tasks.core.errors import ChordlineError
 from tasks.core.events import EventType
 
 BAR_WIDTH = 24
@@ -29,8 +30,10 @@ STATUS_OF = {EventType.JOB_QUEUED: "queued", EventType.JOB_STARTED: "running",
              EventType.STEP_COMPENSATION_FAILED: "compensation_failed"}
 
 
-class UsageError(Exception):
+class UsageError(ChordlineError):
     """The command line or an input file is wrong (exit 2)."""
+
+    default_code = "USAGE"
 
 
 def load_spec(path: str) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 class ChordlineError(Exception):
     """The base: a message, a stable code, and the HTTP status it answers with."""
 
-    status: ClassVar[int] = 500
+    # An instance may answer with another status (app/errors.py ApiError does).
+    status: int = 500
     default_code: ClassVar[str] = "INTERNAL_ERROR"
 
     def __init__(self, message: str, *, code: str | None = None,

@@ -29,6 +29,7 @@ from typing import Any, cast
 import redis
 
 from tasks.core import keys
+from tasks.core.errors import InvalidInput
 
 
 class EventType(StrEnum):
@@ -77,8 +78,10 @@ MAX_PAGE = 10_000
 MAX_ID_PART = 2**64 - 2
 
 
-class InvalidEventId(ValueError):
+class InvalidEventId(InvalidInput):
     """A `since` that is not a stream id."""
+
+    default_code = "INVALID_EVENT_ID"
 
 
 def parse_id(event_id: str) -> tuple[int, int]:

@@ -27,6 +27,9 @@ VIEWER = "@viewer"
 
 # Read by the `chordline` command-line client (app/client/config.py), not by the server.
 CLIENT_VARS = frozenset({"CHORDLINE_API_URL", "CHORDLINE_API_KEY"})
+# Read by `make run` and the tests when they start a Redis (app/embedded_redis.py).
+REDIS_SERVER_VAR = "CHORDLINE_REDIS_SERVER"
+TOOL_VARS = frozenset({REDIS_SERVER_VAR})
 
 
 def _parse_bool(raw: str) -> bool:
@@ -342,7 +345,7 @@ class Settings:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         known_vars = {f.metadata["env"] for f in fields.values()}
         unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX)
-                         and k not in known_vars | CLIENT_VARS)
+                         and k not in known_vars | CLIENT_VARS | TOOL_VARS)
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
         values: dict[str, Any] = {}

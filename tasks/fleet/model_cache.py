@@ -17,14 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.core.errors import InvalidInput
+
 log = logging.getLogger(__name__)
 
 # What the cache tells the world: the models it holds, most recently used first.
 Publish = Callable[[list[dict[str, Any]]], None]
 
 
-class ModelTooLarge(ValueError):
+class ModelTooLarge(InvalidInput):
     """A model bigger than the whole GPU."""
+
+    default_code = "MODEL_TOO_LARGE"
 
 
 @dataclass(frozen=True)

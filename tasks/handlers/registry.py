@@ -12,13 +12,14 @@ from importlib.metadata import entry_points
 
 from marshmallow import Schema
 
+from tasks.core.errors import ChordlineError
 from tasks.handlers.base import Handler, Limits
 
 ENTRY_POINT_GROUP = "chordline.handlers"
 
 
-class UnknownJobType(KeyError):
-    pass
+class UnknownJobType(ChordlineError, KeyError):
+    default_code = "UNKNOWN_JOB_TYPE"
 
 
 class HandlerRegistry:

@@ -14,6 +14,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from tasks.core.errors import Conflict, NotFound, Unavailable, ValidationFailed
 from tasks.core.settings import Settings
 from tasks.fleet.catalog import default_model
 from tasks.fleet.machines import MachineStore
@@ -31,27 +32,26 @@ from tasks.webhooks import egress
 from tasks.webhooks.store import WebhookStore, categories_of
 
 
-class InvalidJob(ValueError):
+class InvalidJob(ValidationFailed):
     """The request is well-formed but names something we cannot run."""
 
     def __init__(self, errors: Mapping[str, list[str]]) -> None:
-        super().__init__(errors)
-        self.errors = dict(errors)
+        super().__init__(errors, code="JOB_SUBMISSION_FAILED", what="Job")
 
 
-class NotFound(LookupError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class StepOfWorkflow(RuntimeError):
+class StepOfWorkflow(Conflict):
     """The job is a workflow step: it is cancelled with its workflow."""
 
+    default_code = "JOB_NOT_CANCELLABLE"
 
-class BrokerUnavailable(RuntimeError):
-    """The broker refused the job's message; nothing was stored."""
+
+class BrokerUnavailable(Unavailable):
+    """The broker refused the message; nothing was stored."""
+
+    default_code = "BROKER_UNAVAILABLE"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"The message broker is unavailable; the {what} was not accepted")
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class JobService:
             self.dispatcher.publish(job)
         except Exception as exc:
             self.store.delete(job_id)
-            raise BrokerUnavailable(str(exc)) from exc
+            raise BrokerUnavailable("job") from exc
         return job
 
     def cancel(self, job_id: str, tenant: str, reason: str,
@@ -134,7 +134,7 @@ class JobService:
                 "cancel the workflow instead")
         outcome, status = self.store.cancel(job_id, tenant, reason, running=terminate)
         if outcome == "missing":
-            raise NotFound("JOB_NOT_FOUND", f"Job with ID {job_id} not found")
+            raise NotFound(f"Job with ID {job_id} not found", code="JOB_NOT_FOUND")
         return CancelResult(outcome == "ok", str(status))
 
     def waiting_reason(self, route: Route) -> str | None:
@@ -250,7 +250,7 @@ class JobService:
         """A job may name a workflow it belongs with, but not join its compiled DAG."""
         workflow_id = request.get("workflow_id")
         if workflow_id and not self.store.workflow_exists(workflow_id, tenant):
-            raise NotFound("WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
+            raise NotFound(f"Workflow with ID {workflow_id} not found", code="WORKFLOW_NOT_FOUND")
         if request.get("depends_on"):
             raise InvalidJob({"depends_on": [
                 "a workflow's dependencies are fixed when it is created: submit the steps "

@@ -18,6 +18,7 @@ import redis
 
 from tasks.core import keys
 from tasks.core.clock import iso, now_ms
+from tasks.core.errors import InvalidInput
 from tasks.core.events import EventType, is_event_field
 from tasks.core.scripts import Scripts
 from tasks.core.statuses import CANCELLABLE, JobStatus
@@ -124,8 +125,10 @@ class Page:
     next_cursor: str | None
 
 
-class InvalidCursor(ValueError):
+class InvalidCursor(InvalidInput):
     """A pagination cursor that this store did not issue."""
+
+    default_code = "INVALID_CURSOR"
 
 
 class JobStore:

@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tasks.core import keys
 from tasks.core.clock import iso, now_ms
+from tasks.core.errors import InvalidInput
 from tasks.core.scripts import Scripts
 from tasks.storage.quotas import QuotaExceeded, storage_exceeded
 
@@ -49,8 +50,10 @@ SWEEP_GRACE_SECONDS = 3600
 URL_PREFIX = "/api/artifacts/"
 
 
-class InvalidImage(ValueError):
+class InvalidImage(InvalidInput):
     """Uploaded bytes that are not an image we accept."""
+
+    default_code = "INVALID_UPLOAD"
 
 
 @dataclass(frozen=True)

@@ -35,18 +35,18 @@ from typing import Any
 import redis
 
 from tasks.core import keys
+from tasks.core.errors import ChordlineError, InvalidInput, TooManyRequests
 from tasks.core.scripts import Scripts
 from tasks.core.statuses import JobStatus
 
 
-class QuotaExceeded(Exception):
+class QuotaExceeded(TooManyRequests):
     """Refused for now: `code` is RATE_LIMITED or QUOTA_EXCEEDED, `retry_after` seconds."""
 
+    retry_after: int
+
     def __init__(self, code: str, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
+        super().__init__(message, code=code, retry_after=retry_after)
 
 
 def storage_exceeded(most: int, stored: int, frees_in_ms: int) -> QuotaExceeded:
@@ -55,7 +55,7 @@ def storage_exceeded(most: int, stored: int, frees_in_ms: int) -> QuotaExceeded:
                          retry_after=max(1, -(-frees_in_ms // 1000)))
 
 
-class PriorityTooHigh(ValueError):
+class PriorityTooHigh(InvalidInput):
     """A priority above the tenant's ceiling."""
 
 
@@ -67,11 +67,12 @@ class Admission:
     args: list[Any]
 
 
-class Refused(Exception):
-    """A script refused the submission: its outcome and detail, for `Quotas.refuse`."""
+class Refused(ChordlineError):
+    """A script refused the submission: its outcome and detail, for `Quotas.refuse`
+    (which raises the QuotaExceeded a caller sees)."""
 
     def __init__(self, outcome: str, detail: list[Any]) -> None:
-        super().__init__(outcome)
+        super().__init__(outcome, code="REFUSED")
         self.outcome = outcome
         self.detail = detail
 

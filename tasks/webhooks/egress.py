@@ -19,6 +19,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from tasks.core.errors import InvalidInput
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Ranges the ipaddress module does not call private but no webhook should reach.
 BLOCKED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
@@ -27,8 +29,10 @@ BLOCKED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
-class Forbidden(ValueError):
+class Forbidden(InvalidInput):
     """A destination the guard refuses; the message says why."""
+
+    default_code = "WEBHOOK_URL_FORBIDDEN"
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,17 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 
+from tasks.core.errors import InvalidInput
+
 PREFIX = "whsec_"
 # Receivers refuse a timestamp further than this from their clock (replays).
 TOLERANCE_SECONDS = 5 * 60
 
 
-class InvalidSignature(ValueError):
+class InvalidSignature(InvalidInput):
     """No signature of the message verifies, or its timestamp is too old or new."""
+
+    default_code = "INVALID_SIGNATURE"
 
 
 def new_secret() -> str:

@@ -47,9 +47,13 @@ from dataclasses import dataclass, field
 from celery import chord, group
 from celery.canvas import Signature, _chain
 
+from tasks.core.errors import InvalidInput
 
-class InvalidDag(ValueError):
+
+class InvalidDag(InvalidInput):
     """A dependency that is not on an earlier step."""
+
+    default_code = "INVALID_DAG"
 
 
 @dataclass(frozen=True)

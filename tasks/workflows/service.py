@@ -18,11 +18,12 @@ from typing import Any
 
 from celery import Celery
 
+from tasks.core.errors import Conflict, NotFound, ValidationFailed
 from tasks.core.statuses import WORKFLOW_ACTIVE
 from tasks.fleet.routes import route_fields
 from tasks.jobs.dispatch import Dispatcher, StepCall
 from tasks.jobs.lifecycle import Lifecycle
-from tasks.jobs.service import BrokerUnavailable, InvalidJob, JobService, NotFound
+from tasks.jobs.service import BrokerUnavailable, InvalidJob, JobService
 from tasks.jobs.store import NewJob
 from tasks.webhooks.store import categories_of
 from tasks.workflows.compiler import Node, Segmented, plan, to_segmented_canvas
@@ -32,25 +33,28 @@ from tasks.workflows.store import NewStep, NewWorkflow, Workflow, WorkflowStore
 log = logging.getLogger(__name__)
 
 
-class InvalidWorkflow(ValueError):
+class InvalidWorkflow(ValidationFailed):
     def __init__(self, errors: Mapping[str, list[str]]) -> None:
-        super().__init__(errors)
-        self.errors = dict(errors)
+        super().__init__(errors, code="WORKFLOW_CREATION_FAILED", what="Workflow")
 
 
-class NotCancellable(RuntimeError):
+class NotCancellable(Conflict):
+    default_code = "WORKFLOW_NOT_CANCELLABLE"
+
     def __init__(self, status: str) -> None:
         super().__init__(f"Cannot cancel workflow in status: {status}")
-        self.status = status
+        self.workflow_status = status
 
 
-class NotCompensable(RuntimeError):
+class NotCompensable(Conflict):
     """Only a workflow that ended without success (cancelled, compensation_failed) and
     left work behind can be compensated on request."""
 
+    default_code = "WORKFLOW_NOT_COMPENSABLE"
+
     def __init__(self, status: str, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.workflow_status = status
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class WorkflowService:
             self._apply(workflow.id, canvas, signatures)
         except Exception as exc:
             self.store.delete(workflow, [j for j in self.store.steps(workflow) if j])
-            raise BrokerUnavailable(str(exc)) from exc
+            raise BrokerUnavailable("workflow") from exc
         log.info("workflow %s created: %d steps, %d forced cuts", workflow_id, len(steps),
                  layout.forced_cuts)
         return workflow
@@ -133,7 +137,7 @@ class WorkflowService:
         result = self.store.cancel(workflow_id, tenant, reason, terminate=terminate,
                                    compensate=compensate, saga_due_ms=self.saga.outbox_due())
         if result.outcome == "missing":
-            raise NotFound("WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
+            raise NotFound(f"Workflow with ID {workflow_id} not found", code="WORKFLOW_NOT_FOUND")
         if result.outcome == "conflict":
             raise NotCancellable(result.status)
         if result.compensate:
@@ -145,7 +149,7 @@ class WorkflowService:
         workflow's completed steps; returns the workflow's status (`compensating`)."""
         restart = self.saga.restart(workflow_id, tenant)
         if restart.outcome == "missing":
-            raise NotFound("WORKFLOW_NOT_FOUND", f"Workflow with ID {workflow_id} not found")
+            raise NotFound(f"Workflow with ID {workflow_id} not found", code="WORKFLOW_NOT_FOUND")
         if restart.outcome == "nothing":
             raise NotCompensable(restart.status, "The workflow has no completed step to undo")
         if restart.outcome == "conflict":
