@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # that set PYTHONDONTWRITEBYTECODE (there every worker process would compile torch again).
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-fast test-integration test-system test-scripts lint bench clean
 
 install: $(STAMP)
 
@@ -29,8 +29,32 @@ $(STAMP): setup.cfg setup.py
 run: install
 	$(BIN)/python -m app.devstack
 
+# The whole suite, spread over TEST_PROCESSES processes (pytest-xdist), each with a Redis
+# and workers of its own; a file's tests stay together. Most tests wait on processes
+# and events rather than compute, so twice the cores keeps both busy.
+TEST_PROCESSES ?= 4
+PYTEST := $(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
+
 test: install lint
-	$(BIN)/python -m pytest
+	$(PYTEST)
+
+# One tier (docs/development.md): fast (one real Redis, no process of ours),
+# integration (real workers), system (kills, namespaces, the browser).
+test-fast: install
+	$(PYTEST) -m "not integration and not system"
+
+test-integration: install
+	$(PYTEST) -m integration
+
+test-system: install
+	$(PYTEST) -m system
+
+# The tests of the Lua scripts, events and streams, which differ most between servers:
+# CI runs them on the server `make test` did not use (CHORDLINE_REDIS_SERVER).
+SCRIPT_TESTS := tests/tasks tests/app/test_sockets.py tests/app/test_history.py \
+	tests/app/test_events_api.py tests/app/test_event_hub.py tests/app/test_jobs_listing.py
+test-scripts: install
+	$(PYTEST) $(SCRIPT_TESTS)
 
 lint: install
 	$(BIN)/ruff check app tasks workers tests benchmarks

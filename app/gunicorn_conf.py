@@ -24,6 +24,9 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn 25's control socket sits at one path per user ($HOME/.gunicorn/gunicorn.ctl):
+# a second web process on the host (a test, a rolling restart) would take it over.
+control_socket_disable = True
 
 # prometheus_client's multiprocess mode (app/prometheus.py): each worker writes its own
 # series under this directory and a scrape of any worker sums them all. Set here,

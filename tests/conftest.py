@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 # Imported at collection rather than by hypothesis's own pytest plugin in the terminal
@@ -13,9 +14,10 @@ import redis
 from flask import Flask
 
 from app import create_app
-from app.embedded_redis import RedisServer
+from app.embedded_redis import RedisServer, find_server_binary
 from tasks.services import Services
 from tests.support import (
+    ROOT,
     SESSION_DATABASES,
     Api,
     LiveServer,
@@ -24,6 +26,39 @@ from tests.support import (
     overrides_from_env,
     settings_env,
 )
+
+# The tiers (docs/development.md): a fast test drives one real Redis and no process of
+# ours; an integration test runs worker (or web) processes; a system test kills
+# processes, cuts network links, restarts Redis or drives the browser.
+SYSTEM = frozenset({
+    "tests/app/test_console.py", "tests/test_load.py", "tests/workers/test_compensation.py",
+    "tests/workers/test_faults.py", "tests/workers/test_fleet.py", "tests/workers/test_netns.py",
+    "tests/workers/test_reservations.py", "tests/workers/test_signals.py",
+    "tests/workers/test_webhook_faults.py", "tests/workers/test_workflow_canvas.py",
+})
+# Modules that start processes of their own (gunicorn, the CLI) besides the fixtures.
+PROCESSES = frozenset({
+    "tests/app/test_api_edges.py", "tests/app/test_cli.py", "tests/app/test_metrics.py",
+    "tests/app/test_waiting.py", "tests/test_deployment.py",
+})
+
+
+def pytest_report_header() -> str:
+    """Which Redis-compatible server this run drives (CI runs the scripts on both)."""
+    binary = find_server_binary()
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    return f"redis server: {binary}: {version.strip()}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, so that `-m` runs one (`make test-fast`, ...)."""
+    for item in items:
+        path = item.path.relative_to(ROOT).as_posix()
+        if path in SYSTEM:
+            item.add_marker(pytest.mark.system)
+        elif path in PROCESSES or path.startswith("tests/workers/") \
+                or "worker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -265,7 +265,10 @@ class HostNamespace:
         tag = f"{os.getpid() % 10000}{index}"
         self.name = f"chordline-{tag}"
         self.host_link, self.inner_link = f"clh{tag}", f"cln{tag}"
-        subnet = f"10.231.{(os.getpid() % 120) * 2 + index}"
+        # One block of subnets per xdist process (gw0, gw1, ...), so parallel tests never
+        # share an address.
+        slot = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+        subnet = f"10.231.{(slot % 30) * 8 + index}"
         self.gateway, self.address = f"{subnet}.1", f"{subnet}.2"
 
     def create(self) -> HostNamespace:

@@ -17,14 +17,16 @@ from tests.support import Api, overrides_from_env, wait_for
 
 @pytest.fixture
 def parked(stack_env: dict[str, str]) -> Iterator[Services]:
-    """Services that publish to a queue no worker consumes: their jobs stay pending."""
+    """Services that publish to a queue no worker consumes: their jobs stay pending (each
+    job below also asks for a label no worker has, so its route is nobody's either)."""
     overrides = {**overrides_from_env(stack_env), "queue": "parked"}
     app: Flask = create_app(overrides)
     yield app.extensions["chordline"]
 
 
 def test_a_pending_job_can_be_cancelled_once(api: Api, parked: Services) -> None:
-    job = parked.jobs.submit("tenant-a", {"type": "echo", "priority": 50, "retries": 0}, "cid")
+    job = parked.jobs.submit("tenant-a", {"type": "echo", "priority": 50, "retries": 0,
+                                          "requirements": {"labels": {"parked": "yes"}}}, "cid")
     response = api.request("POST", f"/api/jobs/{job.id}/cancel", json={"reason": "changed mind"})
     assert response.status_code == 200
     assert response.json() == {"success": True, "message": "Job cancelled successfully"}

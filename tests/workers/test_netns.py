@@ -79,7 +79,7 @@ def test_a_node_cut_off_mid_job_is_fenced_and_its_job_finishes_elsewhere(
     try:
         node(host_a, "host-a")
         job_id = api.submit_ok({"type": "simulate", "parameters": {
-            "model": "m", "seconds": 6, "vram_gb": 10}})
+            "model": "m", "seconds": 10, "vram_gb": 10}})
         wait_for(lambda: api.job(job_id)["status"] == "running", 20, message="running on A")
         node(host_b, "host-b")
 
