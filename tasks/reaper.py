@@ -29,6 +29,7 @@ from tasks.fleet.reservations import Reservations
 from tasks.fleet.routes import RouteStore
 from tasks.jobs.dispatch import Dispatcher
 from tasks.jobs.lifecycle import Lifecycle
+from tasks.jobs.replies import ReapReply
 from tasks.jobs.store import JobStore
 from tasks.storage.artifacts import ArtifactStore
 from tasks.storage.retention import IndexSweep
@@ -69,18 +70,18 @@ class Reaper:
                 self.machines.live_boots(), self.machines.liveness_cutoff())
         for job_id in self.lifecycle.expired_leases():
             outcome = self.lifecycle.reap(job_id)
-            if outcome == "requeued":
+            if outcome is ReapReply.REQUEUED:
                 counts["requeued"] += 1
                 self._publish(job_id)
-            elif outcome in ("timed_out", "poisoned"):
+            elif outcome in (ReapReply.TIMED_OUT, ReapReply.POISONED):
                 counts["failed"] += 1
                 log.error("job %s failed: %s", job_id, outcome)
-        for job_id in self.lifecycle.due_outbox():
+        for job_id in self.lifecycle.outbox.due():
             counts["republished"] += self._publish(job_id)
-        for workflow_id in self.workflows.store.due_outbox():
+        for workflow_id in self.workflows.store.outbox.due(20):
             log.info("publishing workflow %s again", workflow_id)
             counts["republished"] += self.workflows.republish(workflow_id)
-        for workflow_id in self.workflows.saga.due():
+        for workflow_id in self.workflows.saga.outbox.due(20):
             log.info("publishing the compensation of workflow %s again", workflow_id)
             self.workflows.saga.delay(workflow_id)
             counts["republished"] += self.dispatcher.compensate(workflow_id)
@@ -112,7 +113,7 @@ class Reaper:
     def _publish(self, job_id: str) -> int:
         job = self.store.get(job_id)
         if job is None or job.status != JobStatus.PENDING:
-            self.lifecycle.published(job_id)
+            self.lifecycle.outbox.published(job_id)
             return 0
         log.info("publishing job %s again", job_id)
         return int(self.dispatcher.republish(job))

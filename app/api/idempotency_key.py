@@ -16,7 +16,7 @@ from flask import Response, current_app, request
 from app.auth import current_tenant
 from app.errors import ApiError
 from tasks.services import current_services
-from tasks.storage.idempotency import Claim, IdempotencyStore, Outcome
+from tasks.storage.idempotency import IdempotencyStore, KeyClaim, KeyResult
 
 HEADER = "Idempotency-Key"
 KEY = re.compile(r"^[\x21-\x7e]{1,255}\Z")
@@ -38,12 +38,12 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
         store: IdempotencyStore = current_services().idempotency
         record = store.record(current_tenant(), key)
         outcome = _claim(store, record, _fingerprint())
-        if outcome.claim == Claim.CLAIMED:
+        if outcome.claim == KeyClaim.CLAIMED:
             return _run(store, record, view, args, kwargs)
-        if outcome.claim == Claim.DONE:
+        if outcome.claim == KeyClaim.DONE:
             return Response(outcome.body, outcome.status, mimetype="application/json",
                             headers={"Idempotent-Replayed": "true"})
-        if outcome.claim == Claim.REUSED:
+        if outcome.claim == KeyClaim.REUSED:
             raise ApiError(422, "IDEMPOTENCY_KEY_REUSED", f"This {HEADER} was used with "
                            "another request body; use a new key for a new request")
         raise ApiError(409, "IDEMPOTENCY_KEY_IN_USE", f"A request with this {HEADER} is "
@@ -52,11 +52,11 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _claim(store: IdempotencyStore, record: str, fingerprint: str) -> Outcome:
+def _claim(store: IdempotencyStore, record: str, fingerprint: str) -> KeyResult:
     """Claim the key, or wait (a greenlet's sleep under gevent) while another request runs."""
     deadline = time.monotonic() + WAIT_SECONDS
     outcome = store.claim(record, fingerprint)
-    while outcome.claim == Claim.PENDING and time.monotonic() < deadline:
+    while outcome.claim == KeyClaim.PENDING and time.monotonic() < deadline:
         time.sleep(0.05)
         outcome = store.claim(record, fingerprint)
     return outcome

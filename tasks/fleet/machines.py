@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, cast
 
 import redis
@@ -28,6 +29,13 @@ from tasks.fleet.refresh import RouteRefresh
 
 # How often, at most, a machine says what changed on it (machine.updated).
 UPDATE_INTERVAL_MS = 5000
+
+
+class DrainReply(StrEnum):
+    """What machine_drain.lua answers."""
+
+    OK = "ok"
+    MISSING = "missing"
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,7 @@ class MachineStore:
         """Drain or resume a machine; False when it is unknown."""
         outcome, _status = self._scripts.machine_drain(
             keys=[keys.machine(machine_id)], args=["1" if drain else "0", iso()])
-        return str(outcome) == "ok"
+        return DrainReply(outcome) is DrainReply.OK
 
     def live_workers(self) -> list[str]:
         """Every worker whose heartbeat is live, fleet-wide."""

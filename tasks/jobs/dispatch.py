@@ -83,7 +83,7 @@ class Dispatcher:
         """
         if job.get("envelope"):
             self.celery.signature(json.loads(job["envelope"])).apply_async(countdown=countdown)
-            self.lifecycle.published(job.id)
+            self.lifecycle.outbox.published(job.id)
             return
         queue = job.get("route") or self.queue
         self.celery.send_task(
@@ -99,7 +99,7 @@ class Dispatcher:
             # The job store holds the outcome: no result to subscribe to for each job.
             ignore_result=True,
         )
-        self.lifecycle.published(job.id)
+        self.lifecycle.outbox.published(job.id)
         self.refresh.announce([queue])
 
     def prepare(self, call: JobCall) -> Prepared | None:
@@ -167,6 +167,6 @@ class Dispatcher:
             self.publish(job, countdown)
         except Exception:
             log.warning("republishing job %s failed; the outbox keeps it", job.id, exc_info=True)
-            self.lifecycle.delay_outbox(job.id)
+            self.lifecycle.outbox.delay(job.id, self.lifecycle.outbox_due())
             return False
         return True

@@ -12,37 +12,22 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import IntEnum
 from typing import Any
 
 import redis
 
 from tasks.core import keys
 from tasks.core.clock import iso, now_ms
+from tasks.core.outbox import Outbox
 from tasks.core.scripts import Scripts
 from tasks.core.statuses import JobStatus
+from tasks.jobs.replies import ClaimOutcome, ReapReply, TransitionReply
 from tasks.jobs.store import Job
 
 
-class ClaimOutcome(StrEnum):
-    """What claim.lua answered."""
-
-    CLAIMED = "claimed"
-    MISSING = "missing"
-    # Running under a live lease elsewhere: a duplicate delivery.
-    BUSY = "busy"
-    # A workflow step delivered before its dependencies completed.
-    PARKED = "parked"
-    # Finished, cancelled, or a step of a halted workflow.
-    SKIP = "skip"
-    # Lost its worker `max_deliveries` times: failed.
-    POISONED = "poisoned"
-    # This worker's machine is draining: the job goes back to its queue.
-    DRAINING = "draining"
-
-
 @dataclass(frozen=True)
-class Claim:
+class JobClaim:
     """The outcome of a claim: `claimed` (with the job), or why not."""
 
     outcome: ClaimOutcome
@@ -51,18 +36,18 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Transition:
     """What a transition did: 'ok', or why not; the status it left; the parked steps
     it made ready and the workflow whose compensation it queued, for the caller to publish."""
 
-    outcome: str
+    outcome: TransitionReply
     status: str = ""
     ready: tuple[str, ...] = ()
     compensate: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "ok"
+        return self.outcome is TransitionReply.OK
 
 
 class Lease(IntEnum):
@@ -98,6 +83,9 @@ class Lifecycle:
         self._redis = client
         self._scripts = Scripts(client)
         self.policy = policy
+        # Jobs stored but not yet known to be published (the scripts add them).
+        self.outbox = Outbox(client, keys.OUTBOX)
+        self._leases = Outbox(client, keys.LEASES)
 
     def lease_deadline(self) -> int:
         return self.policy.lease_deadline()
@@ -107,7 +95,7 @@ class Lifecycle:
 
     def claim(self, job_id: str, token: str, worker_id: str, machine_id: str,
               hard_deadline_ms: int, envelope: str = "",
-              placement: Mapping[str, Any] | None = None) -> Claim:
+              placement: Mapping[str, Any] | None = None) -> JobClaim:
         """Take the job for this run, or say why it must not run (`draining`: this
         worker's machine takes no new jobs, and the job goes back to its queue).
 
@@ -122,7 +110,7 @@ class Lifecycle:
                   self.policy.max_deliveries, hard_deadline_ms, self.policy.retention,
                   envelope, json.dumps(placement or {}), self.outbox_due()],
         )
-        return Claim(ClaimOutcome(outcome), status, Job.from_flat(flat) if flat else None)
+        return JobClaim(ClaimOutcome(outcome), status, Job.from_flat(flat) if flat else None)
 
     def heartbeat(self, job_id: str, token: str, *, renew: bool = True,
                   progress: int | None = None) -> Lease:
@@ -133,27 +121,27 @@ class Lifecycle:
                   "" if progress is None else progress, iso()],
         ))
 
-    def complete(self, job_id: str, token: str, result: dict[str, Any]) -> Outcome:
+    def complete(self, job_id: str, token: str, result: dict[str, Any]) -> Transition:
         return self._finish(job_id, token, JobStatus.COMPLETED,
                             {"result": json.dumps(result), "progress": 100})
 
-    def fail(self, job_id: str, token: str, code: str, message: str) -> Outcome:
+    def fail(self, job_id: str, token: str, code: str, message: str) -> Transition:
         error = {"code": code, "message": message, "timestamp": iso()}
         return self._finish(job_id, token, JobStatus.FAILED, {"error": json.dumps(error)})
 
-    def skip(self, job_id: str, token: str, reason: str) -> Outcome:
+    def skip(self, job_id: str, token: str, reason: str) -> Transition:
         """A step whose condition is false: done without running, dependents go on."""
         return self._finish(job_id, token, JobStatus.SKIPPED, {
             "result": json.dumps({"skipped": True, "reason": reason}), "progress": 100})
 
-    def stop(self, job_id: str, token: str, percent: int) -> Outcome:
+    def stop(self, job_id: str, token: str, percent: int) -> Transition:
         """A step stopped because its workflow is compensating: it is cancelled."""
         error = {"code": "STEP_STOPPED", "timestamp": iso(),
                  "message": f"Stopped at {percent}%: the workflow is compensating"}
         return self._finish(job_id, token, JobStatus.CANCELLED, {"error": json.dumps(error)})
 
     def retry(self, job_id: str, token: str, code: str, message: str,
-              retry_count: int, countdown: float) -> Outcome:
+              retry_count: int, countdown: float) -> Transition:
         """Mark the job pending again; the outbox republishes it if our publish is lost.
 
         A step whose workflow stopped starting steps is cancelled instead (the
@@ -165,7 +153,7 @@ class Lifecycle:
                                 token=token, outbox_due=self.outbox_due(countdown))
 
     def abandon(self, job_id: str, code: str, message: str, *, cancelled: bool,
-                running: bool = False) -> Outcome:
+                running: bool = False) -> Transition:
         """End a job whose message Celery dropped (revoked, unknown, rejected), which
         would otherwise stay pending for ever: the outbox let go of it once published.
 
@@ -181,44 +169,33 @@ class Lifecycle:
         current = [JobStatus.WAITING, JobStatus.PENDING] + ([JobStatus.RUNNING] if running else [])
         return self._transition(job_id, current, status, fields, token="", terminal=True)
 
-    def reap(self, job_id: str) -> str:
+    def reap(self, job_id: str) -> ReapReply:
         """Recover one running job whose lease expired (see tasks/jobs/lua/reap.lua)."""
-        return str(self._scripts.reap(
+        return ReapReply(self._scripts.reap(
             keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
             args=[job_id, now_ms(), self.policy.max_deliveries, self.outbox_due(),
                   iso(), self.policy.retention],
         ))
 
     def expired_leases(self, limit: int = 100) -> list[str]:
-        return self._due(keys.LEASES, limit)
+        """Running jobs whose lease deadline has passed (the lease set is scored as an
+        outbox is)."""
+        return self._leases.due(limit)
 
-    def due_outbox(self, limit: int = 100) -> list[str]:
-        return self._due(keys.OUTBOX, limit)
-
-    def _due(self, deadlines: str, limit: int) -> list[str]:
-        """Members of a deadline-scored set whose deadline has passed."""
-        return [str(j) for j in self._redis.zrangebyscore(deadlines, "-inf", now_ms(), 0, limit)]
-
-    def published(self, job_id: str) -> None:
-        """The broker has the job's message: the outbox no longer needs to cover it."""
-        self._redis.zrem(keys.OUTBOX, job_id)
-
-    def delay_outbox(self, job_id: str) -> None:
-        self._redis.zadd(keys.OUTBOX, {job_id: self.outbox_due()}, xx=True)
 
     def _finish(self, job_id: str, token: str, status: JobStatus,
-                fields: dict[str, Any]) -> Outcome:
+                fields: dict[str, Any]) -> Transition:
         fields["updated_at"] = iso()
         return self._transition(job_id, (JobStatus.RUNNING,), status, fields, token=token,
                                 terminal=True)
 
     def _transition(self, job_id: str, current: Iterable[JobStatus], new: JobStatus,
                     fields: dict[str, Any], *, token: str, outbox_due: int | None = None,
-                    terminal: bool = False) -> Outcome:
+                    terminal: bool = False) -> Transition:
         outcome, status, ready, compensate = self._scripts.transition(
             keys=[keys.job(job_id), keys.OUTBOX, keys.LEASES],
             args=[",".join(current), new, json.dumps(fields), keys.ALL_TENANTS, token,
                   "" if outbox_due is None else outbox_due, self.policy.retention,
                   "1" if terminal else "0", self.outbox_due()],
         )
-        return Outcome(str(outcome), str(status), tuple(ready), str(compensate))
+        return Transition(TransitionReply(outcome), str(status), tuple(ready), str(compensate))

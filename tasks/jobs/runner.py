@@ -34,8 +34,9 @@ from tasks.handlers.base import JobContext
 from tasks.handlers.registry import HandlerRegistry
 from tasks.jobs.dispatch import Dispatcher
 from tasks.jobs.lease import LeaseKeeper, ProgressReporter
-from tasks.jobs.lifecycle import ClaimOutcome, Lifecycle, Outcome
+from tasks.jobs.lifecycle import Lifecycle, Transition
 from tasks.jobs.message import HARD_LIMIT_GRACE, RUN_JOB
+from tasks.jobs.replies import ClaimOutcome
 from tasks.jobs.store import Job, JobStore
 from tasks.storage.artifacts import ArtifactStore
 
@@ -215,7 +216,7 @@ class JobRunner:
         """Seconds this process has spent loading models (none on a CPU worker)."""
         return self._s.models.load_seconds if self._s.models else 0.0
 
-    def _settled(self, outcome: Outcome, label: str) -> str:
+    def _settled(self, outcome: Transition, label: str) -> str:
         """Publish the parked steps the outcome released and the compensation it
         queued (each outbox covers a lost publish); say what happened."""
         for job_id in outcome.ready:

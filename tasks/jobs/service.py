@@ -25,6 +25,7 @@ from tasks.handlers.images import ImageJob
 from tasks.handlers.registry import HandlerRegistry
 from tasks.jobs.dispatch import Dispatcher, JobCall
 from tasks.jobs.lifecycle import Lifecycle
+from tasks.jobs.replies import TransitionReply
 from tasks.jobs.store import Job, JobStore, NewJob
 from tasks.storage.artifacts import ArtifactStore, artifact_id_from_url
 from tasks.storage.quotas import Admission, PriorityTooHigh, Quotas, Refused
@@ -133,9 +134,9 @@ class JobService:
                 f"Job {job_id} is step {job['step_index']} of workflow {job['workflow_id']}; "
                 "cancel the workflow instead")
         outcome, status = self.store.cancel(job_id, tenant, reason, running=terminate)
-        if outcome == "missing":
+        if outcome is TransitionReply.MISSING:
             raise NotFound(f"Job with ID {job_id} not found", code="JOB_NOT_FOUND")
-        return CancelResult(outcome == "ok", str(status))
+        return CancelResult(outcome is TransitionReply.OK, status)
 
     def waiting_reason(self, route: Route) -> str | None:
         """Why no online machine can run a route's jobs yet (None when one can)."""

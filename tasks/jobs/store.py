@@ -23,6 +23,7 @@ from tasks.core.events import EventType, is_event_field
 from tasks.core.scripts import Scripts
 from tasks.core.statuses import CANCELLABLE, JobStatus
 from tasks.jobs.message import Prepared
+from tasks.jobs.replies import TransitionReply
 from tasks.storage.quotas import Admission, Refused
 from tasks.webhooks.store import JOB_EVENTS, webhook_fields
 
@@ -243,7 +244,7 @@ class JobStore:
                 "by_type": {t: n for t, n in by_type.items() if n}}
 
     def cancel(self, job_id: str, tenant: str, reason: str,
-               running: bool = False) -> tuple[str, str]:
+               running: bool = False) -> tuple[TransitionReply, str]:
         """Cancel a pending or waiting job (and with `running`, a running one, whose lease
         goes: its run stops at its next progress report and its outcome is discarded):
         ('ok'|'missing'|'conflict', status)."""
@@ -257,7 +258,7 @@ class JobStore:
                   JobStatus.CANCELLED, json.dumps(fields), tenant,
                   "", "", self._retention, "1", ""],
         )
-        return outcome, status
+        return TransitionReply(outcome), str(status)
 
 
 def encode_cursor(score: str) -> str:

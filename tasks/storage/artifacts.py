@@ -29,7 +29,7 @@ from tasks.core import keys
 from tasks.core.clock import iso, now_ms
 from tasks.core.errors import InvalidInput
 from tasks.core.scripts import Scripts
-from tasks.storage.quotas import QuotaExceeded, storage_exceeded
+from tasks.storage.quotas import Admitted, QuotaExceeded, storage_exceeded
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class ArtifactStore:
         outcome, stored, *frees_in = self._scripts.storage(
             keys=[keys.quota_storage(tenant)],
             args=[size, hour, most, (self._retention + 3600) * 1000])
-        if outcome == "quota":
+        if outcome == Admitted.QUOTA:
             raise storage_exceeded(most, int(stored), int(frees_in[0]))
 
     def sweep(self, every: float, grace: float = SWEEP_GRACE_SECONDS) -> int:

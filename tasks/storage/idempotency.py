@@ -27,7 +27,7 @@ CLAIM_SECONDS = 180
 RETRY_LATER = frozenset({409, 429})
 
 
-class Claim(StrEnum):
+class KeyClaim(StrEnum):
     CLAIMED = "claimed"  # this request runs, and stores its answer
     PENDING = "pending"  # another request with this key is running
     DONE = "done"  # answered before: replay it
@@ -35,8 +35,8 @@ class Claim(StrEnum):
 
 
 @dataclass(frozen=True)
-class Outcome:
-    claim: Claim
+class KeyResult:
+    claim: KeyClaim
     status: int = 0
     body: str = ""
 
@@ -51,12 +51,12 @@ class IdempotencyStore:
         digest = hashlib.sha256(key.encode()).hexdigest()
         return keys.idempotency(tenant, digest)
 
-    def claim(self, record: str, fingerprint: str) -> Outcome:
+    def claim(self, record: str, fingerprint: str) -> KeyResult:
         state, *answer = self._scripts.idempotency_claim(keys=[record],
                                                          args=[fingerprint, CLAIM_SECONDS])
-        if state == Claim.DONE:
-            return Outcome(Claim.DONE, int(answer[0]), answer[1])
-        return Outcome(Claim(state))
+        if state == KeyClaim.DONE:
+            return KeyResult(KeyClaim.DONE, int(answer[0]), answer[1])
+        return KeyResult(KeyClaim(state))
 
     def answer(self, record: str, status: int, body: str) -> None:
         """Keep the answer for a day; one that says "try again later" (429, 5xx) frees
@@ -65,6 +65,6 @@ class IdempotencyStore:
             self._redis.delete(record)
             return
         pipe = self._redis.pipeline()
-        pipe.hset(record, mapping={"state": Claim.DONE, "status": status, "body": body})
+        pipe.hset(record, mapping={"state": KeyClaim.DONE, "status": status, "body": body})
         pipe.expire(record, RETENTION_SECONDS)
         pipe.execute()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -53,6 +54,17 @@ def storage_exceeded(most: int, stored: int, frees_in_ms: int) -> QuotaExceeded:
     return QuotaExceeded("QUOTA_EXCEEDED", f"At most {most} bytes of images per tenant "
                          f"({stored} stored); retry when some have expired",
                          retry_after=max(1, -(-frees_in_ms // 1000)))
+
+
+class Admitted(StrEnum):
+    """What admit.lua, create.lua's admission and storage.lua answer: `ok`, or which
+    quota refused."""
+
+    OK = "ok"
+    # Unfinished jobs (for storage.lua: stored bytes) at the tenant's limit.
+    QUOTA = "quota"
+    STORAGE = "storage"
+    RATE = "rate"
 
 
 class PriorityTooHigh(InvalidInput):
@@ -122,14 +134,14 @@ class Quotas:
     def refuse(self, outcome: str, detail: list[Any]) -> None:
         """Raise what an admission script's refusal means ('ok' passes)."""
         rate = self.policy.submits_per_second
-        if outcome == "quota":
+        if outcome == Admitted.QUOTA:
             raise QuotaExceeded("QUOTA_EXCEEDED", f"At most {self.policy.max_unfinished_jobs} "
                                 f"unfinished jobs per tenant ({detail[0]} now); retry when "
                                 "some have finished", retry_after=10)
-        if outcome == "storage":
+        if outcome == Admitted.STORAGE:
             raise storage_exceeded(self.policy.max_storage_bytes, int(detail[0]),
                                    int(detail[1]))
-        if outcome == "rate":
+        if outcome == Admitted.RATE:
             raise QuotaExceeded("RATE_LIMITED", f"At most {rate:g} submissions a second per "
                                 "tenant", retry_after=max(1, -(-int(detail[0]) // 1000)))
 

@@ -35,7 +35,7 @@ import redis
 from tasks.core.clock import now_ms
 from tasks.core.settings import Settings
 from tasks.webhooks import egress, signature
-from tasks.webhooks.store import Claim, Outcome, WebhookStore
+from tasks.webhooks.store import AttemptOutcome, Delivery, WebhookStore
 
 log = logging.getLogger(__name__)
 MAX_RESPONSE_BYTES = 4096
@@ -84,17 +84,17 @@ class Answer:
 
 
 def decide(answer: Answer, attempt: int, created_ms: int, policy: DeliveryPolicy,
-           now: int) -> tuple[Outcome, int]:
+           now: int) -> tuple[AttemptOutcome, int]:
     """The attempt's outcome, and when to try again (ms) for a retry."""
     if answer.status is not None and 200 <= answer.status < 300:
-        return Outcome.DELIVERED, 0
+        return AttemptOutcome.DELIVERED, 0
     if not answer.retryable:
-        return Outcome.FAILED, 0
+        return AttemptOutcome.FAILED, 0
     wait = max(policy.backoff(attempt), answer.retry_after or 0.0)
     due = now + int(wait * 1000)
     if due > created_ms + policy.max_age * 1000:
-        return Outcome.FAILED, 0
-    return Outcome.RETRY, due
+        return AttemptOutcome.FAILED, 0
+    return AttemptOutcome.RETRY, due
 
 
 def classify(status: int, retry_after: str | None) -> Answer:
@@ -244,7 +244,7 @@ class Courier:
             if not claimed:
                 self._stop.wait(self.poll_interval)
 
-    def _send(self, claim: Claim) -> None:
+    def _send(self, claim: Delivery) -> None:
         try:
             self.deliver(claim)
         except Exception:
@@ -252,7 +252,7 @@ class Courier:
         finally:
             self._busy.release()
 
-    def deliver(self, claim: Claim) -> Outcome:
+    def deliver(self, claim: Delivery) -> AttemptOutcome:
         """Post one claimed delivery and settle it (a Redis error leaves the lease to run out)."""
         secrets = self.store.signing_secrets(claim.tenant)
         started = time.monotonic()

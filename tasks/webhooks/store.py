@@ -75,7 +75,7 @@ def webhook_fields(url: str | None, categories: Iterable[str] | None, webhooks_k
             "webhook_events": event_filter(chosen, table)}
 
 
-class Outcome(StrEnum):
+class AttemptOutcome(StrEnum):
     DELIVERED = "delivered"
     RETRY = "retry"
     FAILED = "failed"
@@ -89,7 +89,7 @@ class Settled(StrEnum):
 
 
 @dataclass(frozen=True)
-class Claim:
+class Delivery:
     """One delivery a deliverer holds: its attempt number fences its settle."""
 
     webhooks_key: str
@@ -101,7 +101,7 @@ class Claim:
     created_ms: int
 
     @classmethod
-    def parse(cls, webhooks_key: str, raw: str) -> Claim:
+    def parse(cls, webhooks_key: str, raw: str) -> Delivery:
         d = json.loads(raw)
         return cls(webhooks_key, d["id"], int(d["inflight"]), d["url"], d["tenant"],
                    d["payload"], int(d["created_ms"]))
@@ -115,12 +115,12 @@ class WebhookStore:
         self._scripts = Scripts(client)
         self._grace_ms = int(secret_grace * 1000)
 
-    def claim(self, lease_s: float, most: int) -> list[Claim]:
+    def claim(self, lease_s: float, most: int) -> list[Delivery]:
         flat = self._scripts.webhook_claim(keys=[keys.WEBHOOK_OUTBOX],
                                            args=[now_ms(), int(lease_s * 1000), most])
-        return [Claim.parse(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        return [Delivery.parse(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
-    def settle(self, claim: Claim, outcome: Outcome, detail: Mapping[str, Any],
+    def settle(self, claim: Delivery, outcome: AttemptOutcome, detail: Mapping[str, Any],
                next_ms: int = 0) -> Settled:
         return Settled(self._scripts.webhook_settle(
             keys=[claim.webhooks_key, keys.WEBHOOK_OUTBOX],

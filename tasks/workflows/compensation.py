@@ -30,6 +30,7 @@ from tasks.jobs.message import COMPENSATE
 from tasks.jobs.runner import backoff
 from tasks.jobs.store import Job
 from tasks.storage.artifacts import ArtifactStore
+from tasks.workflows.replies import AttemptReply, SagaClaim, SagaReply
 from tasks.workflows.saga import Attempt, SagaStore, compensation_order
 from tasks.workflows.store import WorkflowStore
 
@@ -72,7 +73,7 @@ class Compensator:
         token = uuid.uuid4().hex
         sent = time.monotonic()
         claim = saga.claim(workflow_id, token)
-        if claim != "claimed":
+        if claim is not SagaClaim.CLAIMED:
             log.info("compensation of workflow %s not run: %s", workflow_id, claim)
             return claim
         keeper = LeaseKeeper(lambda _progress: saga.renew(workflow_id, token),
@@ -96,14 +97,14 @@ class Compensator:
                 return outcome
         finished = self._s.saga.finish(workflow_id, token)
         log.info("workflow %s compensated: %s", workflow_id, finished)
-        return "compensated" if finished == "ok" else finished
+        return "compensated" if finished is SagaReply.OK else finished
 
     def _undo_step(self, workflow_id: str, step: Job, token: str) -> str:
         saga = self._s.saga
         attempt = saga.attempt(workflow_id, step.id, token)
-        if attempt.outcome in ("done", "skip"):
+        if attempt.outcome in (AttemptReply.DONE, AttemptReply.SKIP):
             return "compensated"
-        if attempt.outcome != "ok":
+        if attempt.outcome is not AttemptReply.OK:
             return attempt.outcome
         ctx = CompensationContext(
             job_id=step.id, tenant=step["tenant"], parameters=step["parameters"],

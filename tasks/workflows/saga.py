@@ -22,8 +22,10 @@ import redis
 
 from tasks.core import keys
 from tasks.core.clock import iso, now_ms
+from tasks.core.outbox import Outbox
 from tasks.core.scripts import Scripts
 from tasks.jobs.lifecycle import Lease, LeasePolicy
+from tasks.workflows.replies import AttemptReply, CancelReply, SagaClaim, SagaReply
 
 
 def compensation_order(depends_on: Sequence[Sequence[int]],
@@ -67,14 +69,14 @@ class Attempt:
     `lost`, `exhausted`); its number over the step's life, and how many of the
     attempts this run allows it uses."""
 
-    outcome: str
+    outcome: AttemptReply
     number: int
     used: int
 
 
 @dataclass(frozen=True)
 class Restart:
-    outcome: str
+    outcome: CancelReply
     status: str
     publish: str
 
@@ -86,13 +88,15 @@ class SagaStore:
         self._redis = client
         self._scripts = Scripts(client)
         self.policy = policy
+        # Workflows whose compensation should be published (again) once due.
+        self.outbox = Outbox(client, keys.SAGA_OUTBOX)
 
     def outbox_due(self, delay_s: float = 0.0) -> int:
         return self.policy.lease.outbox_due(delay_s)
 
-    def claim(self, workflow_id: str, token: str) -> str:
+    def claim(self, workflow_id: str, token: str) -> SagaClaim:
         """`claimed`, or why this run must stand down (`busy`, `early`, `skip`, `missing`)."""
-        return str(self._scripts.saga_claim(
+        return SagaClaim(self._scripts.saga_claim(
             keys=[keys.workflow(workflow_id)],
             args=[token, now_ms(), self.policy.lease.lease_deadline(), iso(), workflow_id]))
 
@@ -105,7 +109,7 @@ class SagaStore:
         outcome, number, used = self._scripts.saga_attempt(
             keys=[keys.workflow(workflow_id), keys.job(job_id)],
             args=[token, self.policy.attempts, iso(), self.policy.lease.retention])
-        return Attempt(str(outcome), int(number), int(used))
+        return Attempt(AttemptReply(outcome), int(number), int(used))
 
     def compensated(self, workflow_id: str, job_id: str, token: str,
                     result: Mapping[str, Any]) -> bool:
@@ -122,26 +126,21 @@ class SagaStore:
         """The step's compensation failed for good: the workflow ends compensation_failed."""
         return self._settle(workflow_id, job_id, token, "failed", error)
 
-    def finish(self, workflow_id: str, token: str) -> str:
+    def finish(self, workflow_id: str, token: str) -> SagaReply:
         """`ok` once every completed step is compensated (the workflow ends compensated)."""
-        return str(self._scripts.saga_finish(keys=[keys.workflow(workflow_id)],
+        return SagaReply(self._scripts.saga_finish(keys=[keys.workflow(workflow_id)],
                                              args=[token, iso(), self.policy.lease.retention]))
 
     def restart(self, workflow_id: str, tenant: str) -> Restart:
         """An operator's retry: compensate again what is not compensated yet."""
         outcome, status, publish = self._scripts.saga_restart(
             keys=[keys.workflow(workflow_id)], args=[tenant, iso(), self.outbox_due()])
-        return Restart(str(outcome), str(status), str(publish))
-
-    def due(self, limit: int = 20) -> list[str]:
-        """Workflows whose compensation should be published (again) by now."""
-        return [str(w) for w in self._redis.zrangebyscore(
-            keys.SAGA_OUTBOX, "-inf", now_ms(), 0, limit)]
+        return Restart(CancelReply(outcome), str(status), str(publish))
 
     def delay(self, workflow_id: str) -> None:
         """Published again: look once more after the grace, unless a run's lease (or a
         retry's backoff) already says later."""
-        self._redis.zadd(keys.SAGA_OUTBOX, {workflow_id: self.outbox_due()}, xx=True, gt=True)
+        self.outbox.delay(workflow_id, self.outbox_due(), only_later=True)
 
     def _settle(self, workflow_id: str, job_id: str, token: str, outcome: str,
                 detail: Mapping[str, Any], not_before: int = 0, due: int = 0) -> bool:
@@ -149,4 +148,4 @@ class SagaStore:
             keys=[keys.workflow(workflow_id), keys.job(job_id)],
             # default=str: what a plugin's compensation returns is shown, never a crash.
             args=[token, outcome, json.dumps(detail, default=str), iso(),
-                  self.policy.lease.retention, not_before, due]) == "ok"
+                  self.policy.lease.retention, not_before, due]) == SagaReply.OK

@@ -27,6 +27,7 @@ from tasks.jobs.service import BrokerUnavailable, InvalidJob, JobService
 from tasks.jobs.store import NewJob
 from tasks.webhooks.store import categories_of
 from tasks.workflows.compiler import Node, Segmented, plan, to_segmented_canvas
+from tasks.workflows.replies import CancelReply
 from tasks.workflows.saga import SagaStore
 from tasks.workflows.store import NewStep, NewWorkflow, Workflow, WorkflowStore
 
@@ -111,11 +112,11 @@ class WorkflowService:
         """Apply a stored workflow's canvas again (the outbox: its first publish was lost)."""
         workflow = self.store.get(workflow_id)
         if workflow is None or workflow.status not in WORKFLOW_ACTIVE:
-            self.store.published(workflow_id)
+            self.store.outbox.published(workflow_id)
             return False
         steps = self.store.steps(workflow)
         if any(job is None for job in steps):
-            self.store.published(workflow_id)
+            self.store.outbox.published(workflow_id)
             return False
         signatures = [StepCall(j.id, j["priority"], j["timeout"], j.get("route", ""))
                       for j in steps if j]
@@ -126,7 +127,7 @@ class WorkflowService:
         except Exception:
             log.warning("republishing workflow %s failed; the outbox keeps it", workflow_id,
                         exc_info=True)
-            self.store.delay_outbox(workflow_id, self.lifecycle.outbox_due())
+            self.store.outbox.delay(workflow_id, self.lifecycle.outbox_due())
             return False
         return True
 
@@ -136,9 +137,9 @@ class WorkflowService:
         what it completed is undone (running steps are asked to stop, not killed)."""
         result = self.store.cancel(workflow_id, tenant, reason, terminate=terminate,
                                    compensate=compensate, saga_due_ms=self.saga.outbox_due())
-        if result.outcome == "missing":
+        if result.outcome is CancelReply.MISSING:
             raise NotFound(f"Workflow with ID {workflow_id} not found", code="WORKFLOW_NOT_FOUND")
-        if result.outcome == "conflict":
+        if result.outcome is CancelReply.CONFLICT:
             raise NotCancellable(result.status)
         if result.compensate:
             self.dispatcher.compensate(result.compensate)
@@ -148,11 +149,11 @@ class WorkflowService:
         """An operator's retry of a failed compensation, or an undo of a cancelled
         workflow's completed steps; returns the workflow's status (`compensating`)."""
         restart = self.saga.restart(workflow_id, tenant)
-        if restart.outcome == "missing":
+        if restart.outcome is CancelReply.MISSING:
             raise NotFound(f"Workflow with ID {workflow_id} not found", code="WORKFLOW_NOT_FOUND")
-        if restart.outcome == "nothing":
+        if restart.outcome is CancelReply.NOTHING:
             raise NotCompensable(restart.status, "The workflow has no completed step to undo")
-        if restart.outcome == "conflict":
+        if restart.outcome is CancelReply.CONFLICT:
             raise NotCompensable(restart.status, (
                 f"Cannot compensate a workflow in status: {restart.status} (only cancelled "
                 "workflows and failed compensations)"))
@@ -170,7 +171,7 @@ class WorkflowService:
     def _apply(self, workflow_id: str, canvas: Segmented, steps: Sequence[StepCall]) -> None:
         canvas.head.apply_async()
         self.dispatcher.refresh.announce(step.queue for step in steps)
-        self.store.published(workflow_id)
+        self.store.outbox.published(workflow_id)
 
     def _validate(self, tenant: str, request: Mapping[str, Any],
                   correlation_id: str) -> list[NewStep]:

@@ -18,10 +18,12 @@ import redis
 
 from tasks.core import keys
 from tasks.core.clock import iso, now_ms
+from tasks.core.outbox import Outbox
 from tasks.core.scripts import Scripts
 from tasks.core.statuses import JobStatus, WorkflowStatus
 from tasks.jobs.store import Job, JobStore, NewJob, Record, decode_cursor, encode_cursor
 from tasks.webhooks.store import STEP_EVENTS, WORKFLOW_EVENTS, webhook_fields
+from tasks.workflows.replies import CancelReply
 
 INT_FIELDS = ("total_steps", "completed_steps", "failed_steps", "forced_cuts", "added_orders",
               "saga_runs", "saga_lost")
@@ -73,7 +75,7 @@ class WorkflowPage:
 
 @dataclass(frozen=True)
 class CancelOutcome:
-    outcome: str
+    outcome: CancelReply
     status: str
     cancelled: int = 0
     total: int = 0
@@ -88,6 +90,8 @@ class WorkflowStore:
         self._scripts = Scripts(client)
         self._jobs = jobs
         self._retention = retention
+        # Workflows stored but not yet known to be published (create.lua adds them).
+        self.outbox = Outbox(client, keys.WORKFLOW_OUTBOX)
 
     def create(self, workflow_id: str, job_ids: Sequence[str], new: NewWorkflow,
                outbox_due_ms: int, parked: Mapping[int, str] | None = None) -> Workflow:
@@ -217,15 +221,6 @@ class WorkflowStore:
             keys=[keys.workflow(workflow_id), keys.LEASES],
             args=[tenant, iso(), self._retention, reason, "1" if terminate else "0",
                   "1" if compensate else "0", saga_due_ms])
-        return CancelOutcome(str(outcome), str(status), int(cancelled), int(total),
+        return CancelOutcome(CancelReply(outcome), str(status), int(cancelled), int(total),
                              [str(s) for s in stopped], str(publish))
 
-    def published(self, workflow_id: str) -> None:
-        self._redis.zrem(keys.WORKFLOW_OUTBOX, workflow_id)
-
-    def due_outbox(self, limit: int = 20) -> list[str]:
-        return [str(w) for w in self._redis.zrangebyscore(
-            keys.WORKFLOW_OUTBOX, "-inf", now_ms(), 0, limit)]
-
-    def delay_outbox(self, workflow_id: str, due_ms: int) -> None:
-        self._redis.zadd(keys.WORKFLOW_OUTBOX, {workflow_id: due_ms}, xx=True)

@@ -113,6 +113,9 @@ def test_several_gunicorn_workers_sum_into_one_answer(three_workers: WebProcess)
         assert requests.get(f"{url}/health", timeout=5).status_code in (200, 503)
     sockets = [Socket(url, "key-tenant-a") for _ in range(4)]
     try:
+        # (a socket counts once its handler runs, a moment after the handshake)
+        wait_for(lambda: value(scrape(url), "chordline_websocket_connections") == 4, 10,
+                 message="the four sockets to count")
         # ...and whichever worker answers a scrape counts them all
         for _ in range(6):
             after = scrape(url)

@@ -21,7 +21,7 @@ import redis
 from celery.signals import task_prerun, worker_process_init
 
 from tasks.handlers.registry import HandlerRegistry
-from tasks.jobs.lifecycle import Lifecycle, Outcome
+from tasks.jobs.lifecycle import Lifecycle, Transition
 
 POINTS = ("before_claim", "after_outcome")
 
@@ -55,7 +55,7 @@ _complete = Lifecycle.complete
 
 
 def _complete_then_stop(self: Lifecycle, job_id: str, token: str,
-                        result: dict[str, Any]) -> Outcome:
+                        result: dict[str, Any]) -> Transition:
     outcome = _complete(self, job_id, token, result)
     _stop_here("after_outcome", job_id)
     return outcome

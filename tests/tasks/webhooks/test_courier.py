@@ -25,7 +25,7 @@ from tasks.webhooks.courier import (
     parse_retry_after,
     post,
 )
-from tasks.webhooks.store import Outcome
+from tasks.webhooks.store import AttemptOutcome
 
 POLICY = DeliveryPolicy(connect_timeout=1, timeout=1, retry_base=1, retry_cap=8,
                         max_age=60, allow_hosts=("127.0.0.1",))
@@ -149,12 +149,12 @@ def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
 def test_a_retry_past_the_maximum_age_fails_the_delivery() -> None:
     now = 1_000_000
     retry = Answer(503, retryable=True)
-    assert decide(retry, 1, now, POLICY, now)[0] == Outcome.RETRY
+    assert decide(retry, 1, now, POLICY, now)[0] == AttemptOutcome.RETRY
     outcome, due = decide(Answer(429, 30, retryable=True), 1, now, POLICY, now)
-    assert outcome == Outcome.RETRY and due >= now + 30_000  # Retry-After beats the backoff
-    assert decide(retry, 5, now, POLICY, now + 59_000)[0] == Outcome.FAILED
-    assert decide(Answer(404), 1, now, POLICY, now) == (Outcome.FAILED, 0)
-    assert decide(Answer(200), 1, now, POLICY, now) == (Outcome.DELIVERED, 0)
+    assert outcome == AttemptOutcome.RETRY and due >= now + 30_000  # Retry-After beats the backoff
+    assert decide(retry, 5, now, POLICY, now + 59_000)[0] == AttemptOutcome.FAILED
+    assert decide(Answer(404), 1, now, POLICY, now) == (AttemptOutcome.FAILED, 0)
+    assert decide(Answer(200), 1, now, POLICY, now) == (AttemptOutcome.DELIVERED, 0)
 
 
 def test_tls_is_verified_against_the_urls_host(tmp_path: Path) -> None:

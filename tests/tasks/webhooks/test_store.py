@@ -14,7 +14,7 @@ from tasks.jobs.store import JobStore
 from tasks.webhooks.store import (
     JOB_EVENTS,
     STEP_EVENTS,
-    Outcome,
+    AttemptOutcome,
     Settled,
     WebhookStore,
     event_filter,
@@ -59,8 +59,9 @@ def test_a_claim_is_a_lease_and_a_lost_attempt_is_recorded(client: redis.Redis,
 
     assert (first.id, first.attempt, second.attempt) == (second.id, 1, 2)
     assert json.loads(first.payload)["type"] == "job.queued"
-    assert webhooks.settle(first, Outcome.DELIVERED, {}) == Settled.STALE
-    assert webhooks.settle(second, Outcome.DELIVERED, {"status_code": 200}) == Settled.SETTLED
+    assert webhooks.settle(first, AttemptOutcome.DELIVERED, {}) == Settled.STALE
+    settled = webhooks.settle(second, AttemptOutcome.DELIVERED, {"status_code": 200})
+    assert settled == Settled.SETTLED
     [delivery] = webhooks.deliveries(keys.job_webhooks("j1"))
     assert delivery["status"] == "delivered"
     assert [(a["n"], a["status_code"]) for a in delivery["attempts"]] == [(1, None), (2, 200)]
@@ -76,13 +77,13 @@ def test_a_subject_sends_one_delivery_at_a_time_in_event_order(client: redis.Red
     store.create("j1", job, None)  # job.queued, then job.unschedulable
 
     [head] = webhooks.claim(lease_s=5, most=10)
-    assert webhooks.settle(head, Outcome.RETRY, {"status_code": 503},
+    assert webhooks.settle(head, AttemptOutcome.RETRY, {"status_code": 503},
                            next_ms=int(time.time() * 1000) + 60_000) == Settled.SETTLED
     assert webhooks.claim(lease_s=5, most=10) == []  # the next waits behind its retry
     client.zadd(keys.WEBHOOK_OUTBOX, {keys.job_webhooks("j1"): 0})  # the retry comes due
     [again] = webhooks.claim(lease_s=5, most=10)
     assert (again.id, again.attempt) == (head.id, 2)
-    webhooks.settle(again, Outcome.FAILED, {"status_code": 410, "error": "answered 410"})
+    webhooks.settle(again, AttemptOutcome.FAILED, {"status_code": 410, "error": "answered 410"})
     [after] = webhooks.claim(lease_s=5, most=10)
 
     first, second = webhooks.deliveries(keys.job_webhooks("j1"))

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from tasks.core import keys
 from tasks.core.events import EventLog, workflow_feed
-from tasks.jobs.lifecycle import Lease, LeasePolicy, Lifecycle, Outcome
+from tasks.jobs.lifecycle import Lease, LeasePolicy, Lifecycle, Transition
+from tasks.jobs.replies import TransitionReply
 from tasks.jobs.store import JobStore
 from tasks.workflows.saga import SagaPolicy, SagaStore, compensation_order
 from tasks.workflows.store import NewStep, NewWorkflow, WorkflowStore
@@ -78,14 +79,14 @@ def create(workflows: WorkflowStore, depends_on: list[list[int]]) -> list[str]:
     return job_ids
 
 
-def run(lifecycle: Lifecycle, job_id: str, outcome: str = "completed") -> Outcome:
+def run(lifecycle: Lifecycle, job_id: str, outcome: str = "completed") -> Transition:
     """Claim a step and finish it as `outcome` ('running' leaves it running)."""
     assert lifecycle.claim(job_id, f"tok-{job_id}", "w1", "m1", FAR).outcome == "claimed"
     if outcome == "completed":
         return lifecycle.complete(job_id, f"tok-{job_id}", {})
     if outcome == "failed":
         return lifecycle.fail(job_id, f"tok-{job_id}", "BOOM", "broke")
-    return Outcome("ok", "running")
+    return Transition(TransitionReply.OK, "running")
 
 
 def status(client: redis.Redis, key: str) -> Any:
