@@ -718,8 +718,9 @@ def script_names(url: str) -> dict[str, str]:
     """SHA1 -> name of Chordline's Lua scripts as a client of this database loads them."""
     client = redis.Redis.from_url(url, decode_responses=True)
     scripts = Scripts(client)
-    lua = Path(__file__).resolve().parent.parent / "tasks" / "lua"
-    names = {getattr(scripts, p.stem).sha: p.stem for p in lua.glob("*.lua") if p.stem != "lib"}
+    rooms = Path(__file__).resolve().parent.parent / "tasks"
+    names = {getattr(scripts, p.stem).sha: p.stem for p in rooms.glob("*/lua/*.lua")
+             if p.parent.parent.name != "core"}
     client.close()
     return names
 

@@ -1,7 +1,8 @@
 """Events: every change of a job, workflow or worker, as one record with a stable schema.
 
 The Lua scripts that change a status append the event in the same atomic step
-(tasks/core/lua/lib.lua `emit`), so the status endpoints and the history never disagree.
+(`emit`, tasks/core/lua/prelude/2_events.lua), so the status endpoints and the history
+never disagree.
 
 Each event is kept once. A job's or workflow's event lives in that record's own
 hash (a field `e:<id>`, `p:<id>` for progress), as long as the record, holding

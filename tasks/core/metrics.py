@@ -1,9 +1,9 @@
 """Fleet-wide counts kept in Redis: what `/metrics` and the console's overview read.
 
 Job and workflow counts are written by the same Lua step that changes a status
-(tasks/core/lua/lib.lua `count_status`, `observe`), so a count can never disagree with the
-record, whichever process (API, worker, reaper) made the change, and a restart
-of any of them loses nothing. Celery-level task outcomes are counted by each
+(`count_status` and `observe`, tasks/core/lua/prelude/3_records.lua), so a count can
+never disagree with the record, whichever process (API, worker, reaper) made the
+change, and a restart of any of them loses nothing. Celery-level task outcomes are counted by each
 worker process and added here in batches (workers/telemetry.py).
 
 The layout, in a few hashes whose size is bounded by the number of job types,

@@ -18,7 +18,10 @@ ROOMS = ("jobs", "workflows", "fleet", "storage", "webhooks")
 
 @cache
 def _prelude() -> str:
-    return (resources.files("tasks.core") / "lua" / "lib.lua").read_text()
+    """The helpers every script shares, in parts by subject (tasks/core/lua/prelude/)."""
+    parts = sorted((entry for entry in (resources.files("tasks.core") / "lua" / "prelude")
+                    .iterdir() if entry.name.endswith(".lua")), key=lambda entry: entry.name)
+    return "\n".join(part.read_text() for part in parts)
 
 
 @cache

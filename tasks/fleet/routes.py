@@ -2,8 +2,8 @@
 
 A job's route is fixed when it is created (tasks/fleet/offers.py); the scripts register
 it whenever one of its jobs becomes pending and keep its pending jobs in a set
-scored by when each began to wait (tasks/core/lua/lib.lua `track_route`). Workers read
-this to choose what to pull (tasks/fleet/placement.py); a sweep explains the routes no
+scored by when each began to wait (`track_route`, tasks/core/lua/prelude/3_records.lua).
+Workers read this to choose what to pull (tasks/fleet/placement.py); a sweep explains the routes no
 online machine can run, and forgets the ones nobody has used for a long time.
 """
 

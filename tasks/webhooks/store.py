@@ -1,6 +1,6 @@
 """Webhooks: which events a job or workflow sends to its `webhook_url`, and their deliveries.
 
-A delivery is queued by the Lua step that emits its event (lib.lua
+A delivery is queued by the Lua step that emits its event (tasks/core/lua/prelude/2_events.lua
 `queue_webhook`), so an accepted event is never without its delivery, and a
 crash anywhere after loses nothing. Each subject (a job, or a workflow with its
 steps) has a queue of undelivered ones, sent head first, one at a time: its

@@ -1,5 +1,5 @@
 -- Admit one submission (a workflow's steps) for a tenant, in one step: see
--- `admission_refused` in lib.lua, whose keys and arguments these are.
+-- `admission_refused` in tasks/core/lua/prelude/5_quotas.lua, whose keys and arguments these are.
 -- KEYS[1] the token bucket, KEYS[2] and KEYS[3] the tenant's pending and waiting
 -- status indexes, KEYS[4] its storage usage
 -- ARGV[1] tokens added per second, ARGV[2] the bucket's size (the burst),

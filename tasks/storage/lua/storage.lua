@@ -1,6 +1,6 @@
 -- Count `bytes` of a tenant's files that expire in `hour` (negative: files deleted
 -- before they expired), unless `most` is set and the tenant already stores that much.
--- KEYS[1] the tenant's usage (see lib.lua storage_used)
+-- KEYS[1] the tenant's usage (see tasks/core/lua/prelude/5_quotas.lua storage_used)
 -- ARGV[1] bytes, ARGV[2] the hour they expire in, ARGV[3] most bytes (0: no limit),
 -- ARGV[4] how long the usage outlives its newest file (ms)
 -- Returns {'ok', total} or {'quota', total, ms until some of it expires}
