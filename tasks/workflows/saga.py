@@ -1,13 +1,13 @@
 """The saga's state in Redis: who runs a workflow's compensation, and how each step went.
 
-A step that fails for good moves its workflow to `compensating` in the same
-script that records the failure (`begin_compensation` in
-tasks/core/lua/prelude/4_workflows.lua), which also queues the compensation exactly
-once: at once when no step is running, else when the last running step settles.
-From there a compensation run holds a lease, renewed from a thread, and records
-every step it undoes under it. The workflow stays in `keys.SAGA_OUTBOX` until the lease's deadline, so if the run dies the
-reaper publishes it again, and the next run goes on from the first step not yet
-compensated. Nothing here runs a handler; tasks/workflows/compensation.py does.
+A step that fails for good moves its workflow to `compensating` in the same script that
+records the failure (`begin_compensation` in tasks/core/lua/prelude/4_workflows.lua),
+which also queues the compensation exactly once: at once when no step is running, else
+when the last running step settles. From there a compensation run holds a lease, renewed
+from a thread, and records every step it undoes under it. The workflow stays in
+`keys.SAGA_OUTBOX` until the lease's deadline, so if the run dies the reaper publishes
+it again, and the next run goes on from the first step not yet compensated. Nothing here
+runs a handler; tasks/workflows/compensation.py does.
 """
 
 from __future__ import annotations
