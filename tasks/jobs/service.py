@@ -183,7 +183,7 @@ class JobService:
                 raise InvalidJob({"webhook_events_filter": ["needs a webhook_url"]})
             return
         try:
-            egress.check(url, self.settings.webhook_allow_hosts)
+            egress.check_submitted(url, self.settings.webhook_allow_hosts)
         except egress.Forbidden as exc:
             raise InvalidJob({"webhook_url": [f"not allowed: {exc}"]}) from None
         self.webhooks.secret(tenant)

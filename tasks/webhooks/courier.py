@@ -149,6 +149,8 @@ def post(url: str, headers: dict[str, str], body: bytes, policy: DeliveryPolicy)
     """One attempt, under every limit the module docstring lists."""
     try:
         dest = egress.check(url, policy.allow_hosts)
+    except egress.Unresolved as exc:  # DNS may answer by the next attempt
+        return Answer(error=str(exc), retryable=True)
     except egress.Forbidden as exc:
         return Answer(error=f"not allowed: {exc}")
     parts = urlsplit(url)

@@ -13,6 +13,7 @@ named private hosts (a receiver inside the network; the tests' local one).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 from collections.abc import Collection
@@ -33,6 +34,14 @@ class Forbidden(InvalidInput):
     """A destination the guard refuses; the message says why."""
 
     default_code = "WEBHOOK_URL_FORBIDDEN"
+
+
+class Unresolved(Forbidden):
+    """The host does not resolve now. A submission is not refused for it (the name may
+    resolve by the time its events come, and each attempt checks again); an attempt
+    is retried."""
+
+    default_code = "WEBHOOK_HOST_UNRESOLVED"
 
 
 @dataclass(frozen=True)
@@ -68,11 +77,18 @@ def check(url: str, allow_hosts: Collection[str] = ()) -> Destination:
     return Destination(parts.scheme, host, port, addresses[0])
 
 
+def check_submitted(url: str, allow_hosts: Collection[str] = ()) -> None:
+    """What a submission's webhook_url must pass: everything but a host that does not
+    resolve yet (Forbidden otherwise)."""
+    with contextlib.suppress(Unresolved):
+        check(url, allow_hosts)
+
+
 def resolve(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise Forbidden(f"{host} does not resolve") from None
+        raise Unresolved(f"{host} does not resolve") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 

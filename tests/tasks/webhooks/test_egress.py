@@ -49,6 +49,16 @@ def test_a_url_that_is_not_a_plain_web_address_is_refused(url: str, reason: str)
         egress.check(url)
 
 
+def test_a_submission_may_name_a_host_that_does_not_resolve_yet() -> None:
+    # A name with no answer now is checked again at each attempt (and retried there)
+    egress.check_submitted("https://no-such-host.invalid/hook")
+    with pytest.raises(egress.Unresolved):
+        egress.check("https://no-such-host.invalid/hook")
+    # but what does resolve must still be public
+    with pytest.raises(egress.Forbidden, match="loopback"):
+        egress.check_submitted("http://127.0.0.1/hook")
+
+
 def test_a_public_address_is_pinned_and_an_allowed_host_passes() -> None:
     public = egress.check("https://93.184.216.34:8443/hook")
     assert (public.scheme, public.port, public.address) == ("https", 8443, "93.184.216.34")
