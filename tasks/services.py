@@ -104,24 +104,19 @@ class Services:
                                   modules=settings.handler_modules)
         store = JobStore(client, settings.job_retention)
         patient = redis_client(settings, patient=True)
-        lease = LeasePolicy(settings.lease_seconds, settings.max_deliveries,
-                            settings.outbox_grace, settings.job_retention)
+        lease = LeasePolicy.from_settings(settings)
         lifecycle = Lifecycle(patient, lease)
         artifacts = ArtifactStore(client, settings.artifact_dir, settings.job_retention,
                                   settings.max_image_side, settings.quota_storage_bytes)
         dispatcher = Dispatcher(celery, lifecycle, settings.queue, settings.broker_is_redis,
                                 settings.broker_is_store)
         machines = MachineStore(client, settings.liveness_seconds, settings.job_retention)
-        quotas = Quotas(client, QuotaPolicy(
-            settings.quota_submits_per_second, settings.quota_unfinished_jobs,
-            settings.quota_max_priority, settings.quota_websockets, settings.quota_replay_events,
-            settings.quota_storage_bytes))
+        quotas = Quotas(client, QuotaPolicy.from_settings(settings))
         webhooks = WebhookStore(patient, settings.webhook_secret_grace)
         jobs = JobService(store, registry, artifacts, dispatcher, lifecycle, machines, settings,
                           quotas, webhooks)
         workflow_store = WorkflowStore(client, store, settings.job_retention)
-        saga = SagaStore(patient, SagaPolicy(lease, settings.compensation_retries + 1,
-                                             settings.compensation_backoff))
+        saga = SagaStore(patient, SagaPolicy.from_settings(settings, lease))
         workflows = WorkflowService(workflow_store, jobs, dispatcher, lifecycle, saga, celery,
                                     settings.max_workflow_steps)
         step_inputs = StepInputs(client, registry, settings.max_output_side)
@@ -130,12 +125,15 @@ class Services:
         broker = redis_client(settings, url=settings.broker_url) if settings.broker_is_redis \
             else None
         overview = Overview(client, broker, settings.queue, routes, machines, metrics)
-        return cls(settings, client, registry, store, lifecycle, artifacts, dispatcher, jobs,
-                   workflow_store, workflows, step_inputs, EventLog(client), saga, machines,
-                   MachineService(machines, dispatcher.refresh), routes, metrics,
-                   AuditLog(client, settings.audit_max_entries), overview,
-                   IdempotencyStore(client), webhooks,
-                   reservations=Reservations(broker, celery) if broker is not None else None)
+        return cls(
+            settings=settings, redis=client, registry=registry, store=store,
+            lifecycle=lifecycle, artifacts=artifacts, dispatcher=dispatcher, jobs=jobs,
+            workflow_store=workflow_store, workflows=workflows, step_inputs=step_inputs,
+            events=EventLog(client), saga=saga, machines=machines,
+            machine_service=MachineService(machines, dispatcher.refresh), routes=routes,
+            metrics=metrics, audit=AuditLog(client, settings.audit_max_entries),
+            overview=overview, idempotency=IdempotencyStore(client), webhooks=webhooks,
+            reservations=Reservations(broker, celery) if broker is not None else None)
 
 
 def current_services() -> Services:

@@ -21,6 +21,7 @@ from tasks.core import keys
 from tasks.core.clock import iso, now_ms
 from tasks.core.outbox import Outbox
 from tasks.core.scripts import Scripts
+from tasks.core.settings import Settings
 from tasks.core.statuses import JobStatus
 from tasks.jobs.replies import ClaimOutcome, ReapReply, TransitionReply
 from tasks.jobs.store import Job
@@ -68,6 +69,12 @@ class LeasePolicy:
     max_deliveries: int
     outbox_grace: float
     retention: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LeasePolicy:
+        """The lease namespace of the settings (CHORDLINE_LEASE_SECONDS and its kin)."""
+        return cls(settings.lease_seconds, settings.max_deliveries, settings.outbox_grace,
+                   settings.job_retention)
 
     def lease_deadline(self) -> int:
         return now_ms() + int(self.lease_seconds * 1000)

@@ -38,6 +38,7 @@ import redis
 from tasks.core import keys
 from tasks.core.errors import ChordlineError, InvalidInput, TooManyRequests
 from tasks.core.scripts import Scripts
+from tasks.core.settings import Settings
 from tasks.core.statuses import JobStatus
 
 
@@ -97,6 +98,13 @@ class QuotaPolicy:
     max_websockets: int = 100
     max_replay_events: int = 10_000
     max_storage_bytes: int = 10 << 30
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QuotaPolicy:
+        """The quota namespace of the settings (CHORDLINE_QUOTA_*)."""
+        return cls(settings.quota_submits_per_second, settings.quota_unfinished_jobs,
+                   settings.quota_max_priority, settings.quota_websockets,
+                   settings.quota_replay_events, settings.quota_storage_bytes)
 
 
 # A seat lives this long unless its socket renews it (every third of it).

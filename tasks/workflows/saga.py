@@ -24,6 +24,7 @@ from tasks.core import keys
 from tasks.core.clock import iso, now_ms
 from tasks.core.outbox import Outbox
 from tasks.core.scripts import Scripts
+from tasks.core.settings import Settings
 from tasks.jobs.lifecycle import Lease, LeasePolicy
 from tasks.workflows.replies import AttemptReply, CancelReply, SagaClaim, SagaReply
 
@@ -61,6 +62,11 @@ class SagaPolicy:
     # and the first backoff between them (seconds, doubling).
     attempts: int
     backoff: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings, lease: LeasePolicy) -> SagaPolicy:
+        """The saga namespace of the settings (CHORDLINE_COMPENSATION_*)."""
+        return cls(lease, settings.compensation_retries + 1, settings.compensation_backoff)
 
 
 @dataclass(frozen=True)
