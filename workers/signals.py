@@ -1,6 +1,6 @@
 """The signal-to-event bridge: Celery's signals, turned into Chordline's events.
 
-Events about a job are written by the script that changes the job (tasks/lua),
+Events about a job are written by the script that changes the job (tasks/*/lua),
 so that state and history change in one atomic step; the task's own lifecycle
 (publish, prerun, postrun, success, failure, retry) runs those scripts from
 inside the task. This module covers what only a signal can see:

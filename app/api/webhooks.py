@@ -23,7 +23,7 @@ def read_secret() -> dict[str, Any]:
 
 @bp.post("/secret")
 def rotate_secret() -> tuple[dict[str, Any], int]:
-    """A new signing secret, shown this once; the one it replaces still signs (beside it)
+    """A new signing secret; the one it replaces still signs (beside it)
     for CHORDLINE_WEBHOOK_SECRET_GRACE seconds, so receivers can switch without a gap."""
     secret = current_services().webhooks.rotate_secret(current_tenant())
     return {"success": True, "secret": secret}, 201

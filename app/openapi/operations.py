@@ -167,7 +167,8 @@ OTHERS = (
        {416: ("HTTP_ERROR",)}),
     Op("webhooks.read_secret", "get", "/api/webhooks/secret", "webhooks",
        "Read the webhook signing secret (made on first use)",
-       {200: Answer("The current secret", responses.WebhookSecretSchema)}),
+       {200: Answer("The current secret", responses.WebhookSecretSchema)},
+       {403: ("FORBIDDEN",)}),
     Op("webhooks.rotate_secret", "post", "/api/webhooks/secret", "webhooks",
        "Make a new webhook signing secret",
        {201: Answer("The new secret; the previous one still signs beside it for a grace "

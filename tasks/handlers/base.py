@@ -15,7 +15,9 @@ from typing import Any, ClassVar
 from marshmallow import Schema
 from PIL import Image
 
-from tasks.core.errors import JobError
+# LeaseLost and StepStopped are re-exported: plugins written against this module import
+# the errors of a run from it.
+from tasks.core.errors import JobError, LeaseLost, StepStopped  # noqa: F401
 from tasks.fleet.catalog import Catalog
 from tasks.fleet.model_cache import ModelCache
 from tasks.fleet.offers import Gpu, Requirements

@@ -87,8 +87,10 @@ def check_submitted(url: str, allow_hosts: Collection[str] = ()) -> None:
 def resolve(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
+    except socket.gaierror:
         raise Unresolved(f"{host} does not resolve") from None
+    except UnicodeError:  # a name that can never resolve
+        raise Forbidden(f"{host} is not a valid host name") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 

@@ -155,9 +155,6 @@ class WebhookStore:
         return str(self._scripts.webhook_secret(keys=[keys.webhook_secret(tenant)],
                                                 args=[signature.new_secret(), 0, "ensure"]))
 
-    def has_secret(self, tenant: str) -> bool:
-        return bool(self._redis.hexists(keys.webhook_secret(tenant), "current"))
-
     def signing_secrets(self, tenant: str) -> list[str]:
         """The current secret, and the previous one while its grace period lasts."""
         current, previous, until = cast(list[str | None], self._redis.hmget(

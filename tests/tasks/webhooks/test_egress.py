@@ -54,9 +54,11 @@ def test_a_submission_may_name_a_host_that_does_not_resolve_yet() -> None:
     egress.check_submitted("https://no-such-host.invalid/hook")
     with pytest.raises(egress.Unresolved):
         egress.check("https://no-such-host.invalid/hook")
-    # but what does resolve must still be public
+    # but what does resolve must still be public, and a name must be one that could
     with pytest.raises(egress.Forbidden, match="loopback"):
         egress.check_submitted("http://127.0.0.1/hook")
+    with pytest.raises(egress.Forbidden, match="not a valid host name"):
+        egress.check_submitted(f"http://{'a' * 64}.com/hook")
 
 
 def test_a_public_address_is_pinned_and_an_allowed_host_passes() -> None:

@@ -96,7 +96,7 @@ def test_a_subject_sends_one_delivery_at_a_time_in_event_order(client: redis.Red
 
 def test_rotation_keeps_the_previous_secret_for_the_grace_only(client: redis.Redis) -> None:
     short = WebhookStore(client, secret_grace=0.2)
-    assert short.signing_secrets("t1") == [] and not short.has_secret("t1")
+    assert short.signing_secrets("t1") == []
     old = short.rotate_secret("t1")
     new = short.rotate_secret("t1")
     assert short.signing_secrets("t1") == [new, old]
