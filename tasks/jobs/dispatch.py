@@ -37,6 +37,7 @@ from tasks.jobs.store import Job
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class JobCall:
     """What the message that runs one job needs."""
